@@ -1,0 +1,11 @@
+//! The simulator's state: pure data and ONTAP rules, no HTTP.
+//!
+//! - [`fs`]: the copy-on-write file system tree of one volume.
+//! - [`space`]: space accounting from block births and deaths.
+//! - [`volume`]: a FlexVol with snapshots, SnapRestore and FlexClone sources.
+//! - [`cluster`]: SVMs, aggregates, volumes, consistency groups and jobs of one cluster.
+
+pub mod cluster;
+pub mod fs;
+pub mod space;
+pub mod volume;
