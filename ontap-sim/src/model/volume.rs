@@ -122,6 +122,9 @@ pub struct Volume {
     /// Oldest first, as ONTAP lists them.
     pub snapshots: Vector<Snapshot>,
     pub clone: Option<CloneParent>,
+    /// Documented, settable fields the simulator does not model (e.g. `efficiency.policy`),
+    /// by dotted path: stored so they read back as set, as idempotent tools check.
+    pub extras: imbl::OrdMap<String, serde_json::Value>,
     /// Creation order, for listing.
     pub seq: u64,
 }
@@ -203,6 +206,7 @@ impl Volume {
             ledger: SpaceLedger::new(size, reserve_percent),
             snapshots: Vector::new(),
             clone: None,
+            extras: imbl::OrdMap::new(),
             seq,
         }
     }
