@@ -1,6 +1,15 @@
 //! Stasis core: the orchestrator's domain, workflows, seams and catalog.
 //!
 //! Architecture invariant: this crate knows neither HTTP nor ONTAP JSON nor kube types.
-//! Arrays are reached through [`storage::Storage`], implemented by `ontap-client`.
+//! Arrays are reached through [`storage::Storage`] (implemented by `ontap-client`),
+//! applications through [`plugin::AppPlugin`], records through [`catalog::Catalog`].
 
+pub mod catalog;
+pub mod clock;
+pub mod domain;
+pub mod plugin;
+pub mod plugins;
+pub mod sqlite_catalog;
 pub mod storage;
+pub mod volume_data;
+pub mod workflow;

@@ -1,0 +1,44 @@
+//! The `Catalog` seam: where apps, backups, restores and policies are recorded.
+//!
+//! Each call is atomic: after a crash at any point the catalog holds either the state before
+//! a call or the state after it, never a mix. The default implementation is SQLite in WAL
+//! mode ([`crate::sqlite_catalog`]).
+
+use crate::domain::{AppSpec, BackupRecord, Policy, RestoreRecord};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CatalogError {
+    /// The write did not happen (disk full, I/O error, locked): nothing changed.
+    #[error("catalog write failed: {0}")]
+    Write(String),
+    #[error("catalog read failed: {0}")]
+    Read(String),
+    #[error("catalog is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type CatalogResult<T> = Result<T, CatalogError>;
+
+pub trait Catalog: Send + Sync {
+    fn put_app(&self, app: &AppSpec) -> CatalogResult<()>;
+    fn app(&self, name: &str) -> CatalogResult<Option<AppSpec>>;
+    fn apps(&self) -> CatalogResult<Vec<AppSpec>>;
+    /// Apps may be assigned an SLA policy by name.
+    fn set_app_policy(&self, app: &str, policy: Option<&str>) -> CatalogResult<()>;
+    fn app_policy(&self, app: &str) -> CatalogResult<Option<String>>;
+
+    /// Insert or replace a backup record as a whole.
+    fn put_backup(&self, backup: &BackupRecord) -> CatalogResult<()>;
+    fn backup(&self, id: &str) -> CatalogResult<Option<BackupRecord>>;
+    /// Backups of one app (or all), oldest first.
+    fn backups(&self, app: Option<&str>) -> CatalogResult<Vec<BackupRecord>>;
+    fn delete_backup(&self, id: &str) -> CatalogResult<()>;
+
+    fn put_restore(&self, restore: &RestoreRecord) -> CatalogResult<()>;
+    fn restore(&self, id: &str) -> CatalogResult<Option<RestoreRecord>>;
+    fn restores(&self, app: Option<&str>) -> CatalogResult<Vec<RestoreRecord>>;
+
+    fn put_policy(&self, policy: &Policy) -> CatalogResult<()>;
+    fn policy(&self, name: &str) -> CatalogResult<Option<Policy>>;
+    fn policies(&self) -> CatalogResult<Vec<Policy>>;
+}

@@ -1,0 +1,2 @@
+//! Application plugins: the simulated database first; MySQL/MariaDB, PostgreSQL and exec hooks follow.
+pub mod simdb;
