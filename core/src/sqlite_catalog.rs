@@ -172,11 +172,17 @@ fn is_corrupt(e: &rusqlite::Error) -> bool {
 /// For a write, every SQLite failure (full disk, I/O error, busy past the timeout, read-only)
 /// means the statement was rolled back: nothing changed.
 fn write_failed(what: &str) -> impl FnOnce(rusqlite::Error) -> CatalogError + '_ {
-    move |e| if is_corrupt(&e) { CatalogError::Corrupt(format!("{what}: {e}")) } else { CatalogError::Write(format!("{what}: {e}")) }
+    move |e| match is_corrupt(&e) {
+        true => CatalogError::Corrupt(format!("{what}: {e}")),
+        false => CatalogError::Write(format!("{what}: {e}")),
+    }
 }
 
 fn read_failed(what: &str) -> impl FnOnce(rusqlite::Error) -> CatalogError + '_ {
-    move |e| if is_corrupt(&e) { CatalogError::Corrupt(format!("{what}: {e}")) } else { CatalogError::Read(format!("{what}: {e}")) }
+    move |e| match is_corrupt(&e) {
+        true => CatalogError::Corrupt(format!("{what}: {e}")),
+        false => CatalogError::Read(format!("{what}: {e}")),
+    }
 }
 
 fn encode<T: Serialize>(what: &str, record: &T) -> CatalogResult<String> {

@@ -136,6 +136,8 @@ pub trait Storage: Send + Sync {
 
     /// SnapRestore: the volume's active file system becomes the snapshot; newer snapshots go.
     async fn restore_volume(&self, volume_uuid: &str, snapshot_name: &str) -> StorageResult<()>;
+    /// Restore every volume of a consistency group to its same-named snapshot, atomically.
+    async fn restore_consistency_group(&self, cg_uuid: &str, snapshot_name: &str) -> StorageResult<()>;
     /// FlexClone a new volume from a snapshot.
     async fn clone_volume(
         &self,

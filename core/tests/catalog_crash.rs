@@ -243,12 +243,14 @@ fn spawn_child(test_name: &str, path: &Path, k: usize) -> (Child, mpsc::Receiver
     (child, rx)
 }
 
-/// Waits for the line `wrote {k}`, then SIGKILLs the child (std's `kill` is SIGKILL on Unix).
-fn kill_after(mut child: Child, lines: &mpsc::Receiver<String>, k: usize) {
+/// Waits for the line `wrote {k}` and `delay` more, then SIGKILLs the child (std's `kill` is
+/// SIGKILL on Unix).
+fn kill_after(mut child: Child, lines: &mpsc::Receiver<String>, k: usize, delay: Duration) {
     let want = format!("wrote {k}");
     loop {
         match lines.recv_timeout(CHILD_LINE_TIMEOUT) {
-            Ok(line) if line == want => break,
+            // The first line also carries libtest's "test name ... " prefix.
+            Ok(line) if line.ends_with(&want) => break,
             Ok(_) => continue,
             Err(e) => {
                 let _ = child.kill();
@@ -256,6 +258,7 @@ fn kill_after(mut child: Child, lines: &mpsc::Receiver<String>, k: usize) {
             }
         }
     }
+    std::thread::sleep(delay);
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "the child was killed, not finished: {status:?}");
@@ -288,7 +291,7 @@ fn sigkill_right_after_each_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.db");
         let (child, lines) = spawn_child("sigkill_right_after_each_write", &path, k);
-        kill_after(child, &lines, k);
+        kill_after(child, &lines, k, Duration::ZERO);
         let j = recovered_writes(&path, &states, k..=(k + 1).min(n));
         landed_after_next += usize::from(j == k + 1);
     }
@@ -304,15 +307,16 @@ fn sigkill_racing_a_batch() {
     let started = Instant::now();
     let states = expected_states();
     let n = states.len() - 1;
-    // The child runs the whole script without pausing; the kill is sent when it reports write
-    // m and lands wherever the child has got to by then.
-    for m in [0, 1, n / 3, n / 2] {
+    // The child runs the whole script without pausing; the kill is sent some time after it
+    // reports write m (a write with its fsync takes a few ms here) and lands wherever the
+    // child has got to by then.
+    for (m, delay_ms) in [(0, 0), (1, 3), (n / 3, 6), (n / 2, 10)] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.db");
         let (child, lines) = spawn_child("sigkill_racing_a_batch", &path, n);
-        kill_after(child, &lines, m);
+        kill_after(child, &lines, m, Duration::from_millis(delay_ms));
         let j = recovered_writes(&path, &states, m..=n);
-        println!("kill sent after write {m} of {n} landed after write {j}");
+        println!("kill sent {delay_ms} ms after write {m} of {n} landed after write {j}");
     }
     println!("in {:?}", started.elapsed());
 }

@@ -9,6 +9,9 @@ use crate::domain::{sanitize, AppSpec, BackupRecord, BackupState, Consistency, R
 use crate::plugin::{AppPlugin, RecoveryTarget};
 use crate::storage::{StorageError, VolumeInfo};
 
+/// SnapRestore attempts when the outcome of one is unknown.
+const RESTORE_ATTEMPTS_MAX: u32 = 3;
+
 impl Orchestrator {
     fn restorable(&self, backup_id: &str, app: &AppSpec) -> WorkflowResult<BackupRecord> {
         let backup = self.catalog.backup(backup_id)?.ok_or_else(|| WorkflowError::Invalid(format!("no backup {backup_id}")))?;
@@ -85,13 +88,11 @@ impl Orchestrator {
         }
         self.step(Step::AppStopped)?;
 
-        for s in &backup.snapshots {
-            if let Err(e) = self.storage.restore_volume(&s.volume_uuid, &backup.snapshot_name).await {
-                // Volumes already restored stay restored; the app is started on what is
-                // there, and the failure is recorded for the operator.
-                let _ = plugin.start().await;
-                return Err(self.fail_restore(&mut record, e.into()));
-            }
+        if let Err(e) = self.snap_restore(app, &backup).await {
+            // The data is either all restored or all the app's own (one ONTAP operation per
+            // app); the app is started on what is there and the failure recorded.
+            let _ = plugin.start().await;
+            return Err(self.fail_restore(&mut record, e));
         }
         self.expire_newer_than(&backup)?;
         record.state = RestoreState::StorageRestored;
@@ -99,6 +100,34 @@ impl Orchestrator {
         self.step(Step::StorageRestored)?;
 
         self.finish_in_place(&backup, &mut record, app, plugin).await
+    }
+
+    /// SnapRestore the backup's volumes: one volume directly, several through their
+    /// consistency group so that all change at once. The app is stopped, so repeating a
+    /// restore whose outcome is unknown is safe and is what happens, within a bound.
+    async fn snap_restore(&self, app: &AppSpec, backup: &BackupRecord) -> WorkflowResult<()> {
+        let cg_uuid = match backup.snapshots.as_slice() {
+            [_] => None,
+            snapshots => {
+                let uuids: Vec<String> = snapshots.iter().map(|s| s.volume_uuid.clone()).collect();
+                Some(self.storage.ensure_consistency_group(&app.svm, &app.consistency_group_name(), &uuids).await?.uuid)
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match &cg_uuid {
+                Some(cg) => self.storage.restore_consistency_group(cg, &backup.snapshot_name).await,
+                None => self.storage.restore_volume(&backup.snapshots[0].volume_uuid, &backup.snapshot_name).await,
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if (e.is_indeterminate() || e.is_retryable()) && attempt < RESTORE_ATTEMPTS_MAX => {
+                    tracing::warn!(error = %e, attempt, "SnapRestore outcome unknown; repeating it (the app is stopped)");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Recover and start the app on its restored volumes, then record the restore complete.

@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn the_last_verified_backup_is_never_expired() {
         let now = Utc::now();
-        let backups = vec![backup("b1", 300, true, now), backup("b2", 200, false, now), backup("b3", 100, false, now)];
+        let backups = vec![backup("b1", 300, true, now), backup("b2", 200, false, now), backup("b3", 5, false, now)];
         let (expired, protected) = select_expired(&policy(Some(1), Some(50)), &backups, now);
         assert_eq!(expired.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), ["b2"], "b3 is kept by keep_last, b1 is protected");
         assert_eq!(protected.map(|b| b.id.as_str()), Some("b1"));
