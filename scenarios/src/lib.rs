@@ -1,3 +1,6 @@
-//! Scenario files (`scenarios/*.yaml`) and the `stasis verify` runner.
-//!
-//! Nothing is implemented here yet; the scenarios issue fills this crate.
+//! Consistency verification: the seeded fault-injection harness behind `stasis torture`,
+//! its checkers, and the adapter that lets the simulated database write into the
+//! simulator's volumes. Scenario files (`stasis verify`) build on this.
+
+pub mod sim_data;
+pub mod torture;

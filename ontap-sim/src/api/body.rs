@@ -30,7 +30,9 @@ pub fn parse_json(bytes: &[u8]) -> SimResult<Value> {
 
 fn flatten(prefix: &str, value: Value, out: &mut BTreeMap<String, Value>) -> SimResult<()> {
     match value {
-        Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+        // An empty object (`{"nas": {}}`) sets nothing; stored as a value it would replace
+        // the modelled object when read back.
+        Value::Object(map) => {
             for (key, child) in map {
                 let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
                 flatten(&path, child, out)?;

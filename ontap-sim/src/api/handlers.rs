@@ -30,6 +30,9 @@ const VOLUME_READ_ONLY: &[&str] = &[
     "clone.split_complete_percent", "clone.split_estimate", "clone.inherited_physical_used", "clone.inherited_savings",
     "clone.has_flexclone", "style_extended", "msid", "error_state", "cloud_retrieval_policy_effective",
 ];
+/// Modelled volume fields a PATCH cannot change (set at create, or by other operations):
+/// stored as unmodelled extras they would read back as something the volume is not.
+const VOLUME_FIXED_AFTER_CREATE: &[&str] = &["svm", "aggregates", "type", "style", "clone"];
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -218,6 +221,12 @@ async fn modify_volume(State(st): State<ApiState>, f: Fault, Path(uuid): Path<St
         if split == Some(false) {
             return Err(OntapError::invalid_field("clone.split_initiated", "A FlexClone split cannot be undone; only \"true\" is valid."));
         }
+        // A split is a request of its own: checked before the other fields are taken.
+        if split == Some(true) {
+            if let Some(other) = body.keys().next() {
+                return Err(OntapError::new(ErrorKind::Invalid, 918248, "Specifying a value is not valid for initiating volume FlexClone split operation.").with_target(other.clone()));
+            }
+        }
         let m = VolumeModify {
             name: body.take_str("name")?,
             size: body.take_u64("size")?.or(body.take_u64("space.size")?),
@@ -227,11 +236,8 @@ async fn modify_volume(State(st): State<ApiState>, f: Fault, Path(uuid): Path<St
             state: parse_state(&mut body)?,
             split_clone: split == Some(true),
         };
-        if m.split_clone && body.keys().next().is_some() {
-            let other = body.keys().next().cloned().unwrap_or_default();
-            return Err(OntapError::new(ErrorKind::Invalid, 918248, "Specifying a value is not valid for initiating volume FlexClone split operation.").with_target(other));
-        }
-        let extras = body.finish(VOLUME_READ_ONLY)?;
+        let read_only: Vec<&str> = VOLUME_READ_ONLY.iter().chain(VOLUME_FIXED_AFTER_CREATE).copied().collect();
+        let extras = body.finish(&read_only)?;
         let uuid = uuid.clone();
         Arc::new(move |s: &mut ClusterState, _| {
             s.modify_volume(&uuid, m.clone())?;

@@ -105,7 +105,7 @@ pub fn router(sim: Simulator, credentials: Credentials) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .fallback(not_simulated)
         .method_not_allowed_fallback(method_not_allowed);
-    Router::new()
+    let app = Router::new()
         .nest("/api", ontap)
         .nest("/sim/v1", crate::control::routes())
         .route("/", get(|| async { "ontap-sim: the ONTAP REST API is under /api, the simulator's control API under /sim/v1\n" }))
@@ -116,7 +116,33 @@ pub fn router(sim: Simulator, credentials: Credentials) -> Router {
             // not changed (transactions commit only on success).
             OntapError::internal("Internal error in the simulator; the request had no effect.").into_response()
         }))
-        .with_state(state)
+        .with_state(state);
+    // Routing must see the path without a trailing slash, so the rewrite wraps the router.
+    Router::new().fallback_service(tower::ServiceExt::map_request(app, trim_trailing_slash))
+}
+
+/// ONTAP's own `Location` headers have the form `/api/storage/volumes/?name=v`, and clients
+/// GET them verbatim: a trailing slash names the same resource as the path without it.
+fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 async fn not_simulated(OriginalUri(uri): OriginalUri, req: Request) -> Response {

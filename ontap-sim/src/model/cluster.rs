@@ -259,7 +259,7 @@ impl ClusterState {
         }
         if let Some(percent) = req.reserve_percent {
             if percent > 90 {
-                return Err(OntapError::new(ErrorKind::Invalid, 917835, "Maximum allowed snapshot.reserve_percent value during a volume creation is 90. Use PATCH to set it to a higher value after the volume has been created.").with_target("snapshot.reserve_percent"));
+                return Err(OntapError::new(ErrorKind::Invalid, 917835, "Maximum allowed snapshot.reserve_percent value during a volume creation is 90. Use PATCH to set it to a higher value after the volume has been created.").with_target("space.snapshot.reserve_percent"));
             }
         }
         let seq = self.next_seq();
@@ -350,6 +350,9 @@ impl ClusterState {
         let mut volume = Volume::new(uuid.clone(), req.name.clone(), svm.clone(), parent.aggregate.clone(), size, parent.space().snapshot_reserve_percent, now, seq);
         volume.fs = fs;
         volume.ledger = ledger;
+        if let Some(percent) = req.reserve_percent {
+            volume.ledger.set_reserve_percent(percent);
+        }
         volume.vtype = req.vtype.unwrap_or(VolumeType::Rw);
         volume.clone = Some(CloneParent { volume: Named { uuid: parent.uuid.clone(), name: parent.name.clone() }, snapshot: snapshot.clone(), split_initiated: false });
         let parent = self.volume_mut(&parent_uuid)?;
@@ -385,6 +388,9 @@ impl ClusterState {
         }
         if let Some(Some(path)) = &m.junction_path {
             self.check_junction_free(&svm, path, Some(uuid))?;
+        }
+        if m.reserve_percent.is_some_and(|p| p > 100) {
+            return Err(OntapError::invalid_field("space.snapshot.reserve_percent", "The snapshot reserve cannot be more than 100 percent of the volume."));
         }
         if m.split_clone {
             if self.volume(uuid)?.clone.is_none() {
@@ -503,7 +509,7 @@ impl ClusterState {
                 OntapError::new(ErrorKind::NotFound, 4, format!("entry doesn't exist: volume \"{}\"", sel.name.clone().or(sel.uuid.clone()).unwrap_or_default())).with_target("volumes")
             })?;
             if self.cgs.values().any(|cg| cg.volumes.iter().any(|v| v.uuid == volume.uuid)) {
-                return Err(OntapError::new(ErrorKind::Refused, 53411960, format!("Volume \"{}\" is already part of a consistency group.", volume.name)).with_target("volumes"));
+                return Err(OntapError::new(ErrorKind::Refused, 53411865, format!("Volumes contained in one consistency group cannot be added to a different consistency group: volume \"{}\" is already in one.", volume.name)).with_target("volumes"));
             }
             let named = Named { uuid: volume.uuid.clone(), name: volume.name.clone() };
             if !members.contains(&named) {

@@ -319,7 +319,7 @@ impl Fs {
         if offset >= *size {
             return Ok(Vec::new());
         }
-        let end = (*size).min(offset + len as u64);
+        let end = (*size).min(offset.saturating_add(len as u64));
         let mut out = Vec::with_capacity((end - offset) as usize);
         let mut pos = offset;
         while pos < end {

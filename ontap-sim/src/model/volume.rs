@@ -358,6 +358,12 @@ impl Volume {
     /// Write bytes at `offset` of the file at `path`, creating it and its directories.
     pub fn write_file(&mut self, path: &str, offset: u64, data: &[u8], now: SystemTime) -> SimResult<()> {
         self.writable()?;
+        // Files are stored densely (one slot per block, holes included): a file may not reach
+        // past the volume's size, or a write at an absurd offset would exhaust memory.
+        let size = self.space().size;
+        if offset.checked_add(data.len() as u64).is_none_or(|end| end > size) {
+            return Err(OntapError::invalid_field("offset", format!("A file cannot extend past the volume's size ({size} bytes).")));
+        }
         // Work on a copy so that a refused write (no space) leaves nothing half-created.
         let mut fs = self.fs.clone();
         let mut ledger = self.ledger.clone();
