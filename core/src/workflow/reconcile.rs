@@ -61,6 +61,20 @@ impl Orchestrator {
 
         // 2. Restores in flight.
         for mut restore in self.catalog.restores(Some(&app.name))? {
+            if restore.state == RestoreState::Failed && matches!(restore.mode, RestoreMode::Clone { .. }) {
+                // A failed clone restore: its clean-up may not have finished, or a clone
+                // whose create answered with an error may exist under its planned name.
+                let n = restore.clone_volumes.len() as u32;
+                if let Some(e) = self.delete_clones(&restore, Some(&app.svm)).await.into_iter().next() {
+                    return Err(e.into());
+                }
+                if n > 0 {
+                    report.orphan_clones_deleted += n;
+                    restore.clone_volumes.clear();
+                    self.catalog.put_restore(&restore)?;
+                }
+                continue;
+            }
             if matches!(restore.state, RestoreState::Complete | RestoreState::Failed) {
                 continue;
             }
@@ -82,20 +96,11 @@ impl Orchestrator {
                     self.catalog.put_restore(&restore)?;
                     report.restores_failed += 1;
                 }
-                (RestoreMode::Clone { clone_names }, _) => {
+                (RestoreMode::Clone { .. }, _) => {
                     // Clones may exist that the record does not list yet (crash between the
-                    // create and its record): find them by name.
-                    for name in clone_names {
-                        if let Ok(found) = self.storage.volumes_by_name(&app.svm, std::slice::from_ref(name)).await {
-                            for v in found {
-                                if !restore.clone_volumes.iter().any(|(uuid, _)| *uuid == v.uuid) {
-                                    restore.clone_volumes.push((v.uuid.clone(), v.name.clone()));
-                                }
-                            }
-                        }
-                    }
+                    // create and its record): `delete_clones` finds them by name.
                     let n = restore.clone_volumes.len() as u32;
-                    if let Some(e) = self.delete_clones(&restore).await.into_iter().next() {
+                    if let Some(e) = self.delete_clones(&restore, Some(&app.svm)).await.into_iter().next() {
                         return Err(e.into());
                     }
                     report.orphan_clones_deleted += n;

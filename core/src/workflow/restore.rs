@@ -204,13 +204,19 @@ impl Orchestrator {
                     // Record each clone as it appears, so a crash leaves no unknown clone.
                     if let Err(e) = self.catalog.put_restore(&record) {
                         let err = self.fail_restore(&mut record, e.into());
-                        self.delete_clones(&record).await;
+                        if self.delete_clones(&record, Some(&app.svm)).await.is_empty() {
+                            record.clone_volumes.clear();
+                            let _ = self.catalog.put_restore(&record);
+                        }
                         return Err(err);
                     }
                 }
                 Err(e) => {
                     let err = self.fail_restore(&mut record, e.into());
-                    self.delete_clones(&record).await;
+                    if self.delete_clones(&record, Some(&app.svm)).await.is_empty() {
+                        record.clone_volumes.clear();
+                        let _ = self.catalog.put_restore(&record);
+                    }
                     return Err(err);
                 }
             }
@@ -221,7 +227,15 @@ impl Orchestrator {
 
         let report = match plugin.recover(&RecoveryTarget { volumes: clones, in_place: false }).await {
             Ok(r) => r,
-            Err(e) => return Err(self.fail_restore(&mut record, e.into())),
+            Err(e) => {
+                // A copy that does not open is of no use to anyone: remove it.
+                let err = self.fail_restore(&mut record, e.into());
+                if self.delete_clones(&record, Some(&app.svm)).await.is_empty() {
+                    record.clone_volumes.clear();
+                    let _ = self.catalog.put_restore(&record);
+                }
+                return Err(err);
+            }
         };
         record.recovered_point = Some(report.recovered_point.clone());
         record.needed_crash_recovery = Some(report.needed_crash_recovery);
@@ -233,10 +247,27 @@ impl Orchestrator {
         Ok(record)
     }
 
-    /// Delete the clone volumes a restore created (tolerating ones already gone).
-    pub(super) async fn delete_clones(&self, record: &RestoreRecord) -> Vec<StorageError> {
+    /// Delete the clone volumes a restore created (tolerating ones already gone), including
+    /// any whose create answered with an error but happened (found by its planned name).
+    pub(super) async fn delete_clones(&self, record: &RestoreRecord, svm: Option<&str>) -> Vec<StorageError> {
         let mut errors = Vec::new();
-        for (uuid, _) in &record.clone_volumes {
+        let mut uuids: Vec<String> = record.clone_volumes.iter().map(|(uuid, _)| uuid.clone()).collect();
+        if let (RestoreMode::Clone { clone_names }, Some(svm)) = (&record.mode, svm) {
+            for name in clone_names {
+                match self.storage.volumes_by_name(svm, std::slice::from_ref(name)).await {
+                    Ok(found) => {
+                        for v in found {
+                            if !uuids.contains(&v.uuid) {
+                                uuids.push(v.uuid);
+                            }
+                        }
+                    }
+                    Err(StorageError::NotFound { .. }) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        for uuid in &uuids {
             match self.storage.delete_volume(uuid).await {
                 Ok(()) | Err(StorageError::NotFound { .. }) => {}
                 Err(e) => errors.push(e),
@@ -248,7 +279,8 @@ impl Orchestrator {
     /// Remove a clone restore's volumes (after the user is done with the copy).
     pub async fn delete_clone_restore(&self, restore_id: &str) -> WorkflowResult<()> {
         let record = self.catalog.restore(restore_id)?.ok_or_else(|| WorkflowError::Invalid(format!("no restore {restore_id}")))?;
-        if let Some(e) = self.delete_clones(&record).await.into_iter().next() {
+        // A complete clone restore lists every clone it made.
+        if let Some(e) = self.delete_clones(&record, None).await.into_iter().next() {
             return Err(e.into());
         }
         let mut done = record;

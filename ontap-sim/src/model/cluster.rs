@@ -158,6 +158,8 @@ pub struct ClusterState {
     pub volumes: OrdMap<String, Volume>,
     pub cgs: OrdMap<String, ConsistencyGroup>,
     pub jobs: OrdMap<String, Job>,
+    /// Finished jobs by `seq` (oldest first), so evicting the oldest is O(log n), not a scan.
+    finished_jobs: OrdMap<u64, String>,
     seq: u64,
     uuid_state: u64,
 }
@@ -180,6 +182,7 @@ impl ClusterState {
             volumes: OrdMap::new(),
             cgs: OrdMap::new(),
             jobs: OrdMap::new(),
+            finished_jobs: OrdMap::new(),
             seq: 0,
             uuid_state: config.seed ^ 0x5354_4153_4953,
         };
@@ -607,8 +610,12 @@ impl ClusterState {
         };
         let end_time = state.is_done().then_some(now);
         self.jobs.insert(uuid.clone(), Job { uuid: uuid.clone(), description, state, message, code, start_time: now, end_time, seq });
+        if state.is_done() {
+            self.finished_jobs.insert(seq, uuid.clone());
+        }
         if self.jobs.len() > JOBS_KEPT_MAX {
-            if let Some(oldest) = self.jobs.values().filter(|j| j.state.is_done()).min_by_key(|j| j.seq).map(|j| j.uuid.clone()) {
+            if let Some((&oldest_seq, oldest)) = self.finished_jobs.get_min().map(|(k, v)| (k, v.clone())) {
+                self.finished_jobs.remove(&oldest_seq);
                 self.jobs.remove(&oldest);
             }
         }
@@ -630,6 +637,7 @@ impl ClusterState {
                 }
             }
             job.end_time = Some(now);
+            self.finished_jobs.insert(job.seq, uuid.to_string());
         }
     }
 }
