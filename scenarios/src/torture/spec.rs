@@ -147,7 +147,7 @@ fn op_strategy(faults: &FaultSet) -> BoxedStrategy<Op> {
         5 => fault_strategy(backup_kinds).prop_map(|fault| Op::Backup { fault }),
         1 => (any::<u8>(), fault_strategy(restore_kinds.clone())).prop_map(|(backup, fault)| Op::RestoreInPlace { backup, fault }),
         1 => (any::<u8>(), fault_strategy(restore_kinds)).prop_map(|(backup, fault)| Op::RestoreClone { backup, fault }),
-        1 => (1u8..4, fault_strategy(retention_kinds)).prop_map(|(keep_last, fault)| Op::Retention { keep_last, fault }),
+        2 => (1u8..4, fault_strategy(retention_kinds)).prop_map(|(keep_last, fault)| Op::Retention { keep_last, fault }),
     ]
     .boxed()
 }
