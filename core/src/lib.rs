@@ -2,10 +2,12 @@
 //!
 //! Architecture invariant: this crate knows neither HTTP nor ONTAP JSON nor kube types.
 //! Arrays are reached through [`storage::Storage`] (implemented by `ontap-client`),
-//! applications through [`plugin::AppPlugin`], records through [`catalog::Catalog`].
+//! applications through [`plugin::AppPlugin`], workloads through [`cluster::Cluster`],
+//! records through [`catalog::Catalog`].
 
 pub mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod domain;
 pub mod plugin;
 pub mod plugins;
