@@ -96,6 +96,10 @@ pub struct Evidence {
     pub lock_granted: Option<DateTime<Utc>>,
     pub lock_released: Option<DateTime<Utc>>,
     pub consistency_point: Option<ConsistencyPoint>,
+    /// Why the thaw did not find the lock still held (the session was lost, the app dropped
+    /// the freeze itself): then nobody knows whether the lock covered the snapshot.
+    #[serde(default)]
+    pub thaw_error: Option<String>,
 }
 
 impl Evidence {
@@ -112,6 +116,9 @@ impl Evidence {
         }
         if self.consistency_point.is_none() {
             return Err("no consistency point was read under the lock".into());
+        }
+        if let Some(why) = &self.thaw_error {
+            return Err(format!("the lock may have been lost before the thaw: {why}"));
         }
         if snapshots.is_empty() {
             return Err("no snapshot".into());
@@ -262,6 +269,7 @@ mod tests {
             lock_granted: Some(at("2026-01-01T00:00:10.200Z")),
             lock_released: Some(at("2026-01-01T00:00:10.300Z")),
             consistency_point: Some(ConsistencyPoint("tx=5".into())),
+            thaw_error: None,
         }
     }
 
@@ -282,6 +290,9 @@ mod tests {
         e.lock_released = None;
         assert!(e.holds(&[snap("2026-01-01T00:00:10Z")]).is_err());
         assert!(evidence().holds(&[]).is_err());
+        let mut e = evidence();
+        e.thaw_error = Some("session lost".into());
+        assert!(e.holds(&[snap("2026-01-01T00:00:10Z")]).is_err(), "a lost session voids the evidence");
         let mut e = evidence();
         e.lock_granted = Some(at("2026-01-01T00:00:10.400Z"));
         assert!(e.holds(&[snap("2026-01-01T00:00:10Z")]).is_err(), "granted after released");

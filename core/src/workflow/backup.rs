@@ -161,6 +161,7 @@ impl Orchestrator {
         self.step(Step::SnapshotTaken)?;
         let (released_at, thaw) = freeze.release().await;
         record.evidence.lock_released = Some(released_at);
+        record.evidence.thaw_error = thaw.err().map(|e| e.to_string());
         self.step(Step::Unquiesced)?;
 
         let snapshots = match (snapshot, in_bound) {
@@ -188,10 +189,10 @@ impl Orchestrator {
         if let Err(e) = self.verify_snapshots(&record).await {
             return Err(self.fail_and_clean(&mut record, &volumes, e).await);
         }
-        record.consistency = Some(match (&thaw, record.evidence.holds(&record.snapshots)) {
-            (Ok(()), Ok(())) => Consistency::Application,
-            (thaw, evidence) => {
-                tracing::warn!(?thaw, ?evidence, "backup kept as crash-consistent: the application-consistency evidence does not hold");
+        record.consistency = Some(match record.evidence.holds(&record.snapshots) {
+            Ok(()) => Consistency::Application,
+            Err(why) => {
+                tracing::warn!(%why, "backup kept as crash-consistent: the application-consistency evidence does not hold");
                 Consistency::Crash
             }
         });

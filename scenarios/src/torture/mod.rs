@@ -294,7 +294,9 @@ pub fn render_table(report: &TortureReport) -> String {
         }
         out.push_str(&format!("    reproduce: {}\n", case.reproduce));
         if let Some(shrunk) = &case.shrunk {
-            out.push_str(&format!("    shrunk case: {}\n", serde_json::to_string(shrunk).unwrap_or_default()));
+            let json = serde_json::to_string(shrunk).unwrap_or_default();
+            out.push_str(&format!("    shrunk case: {json}\n"));
+            out.push_str(&format!("    replay it:   stasis torture --mode {} --seed {} --replay '{json}'\n", report.mode, case.case_seed));
         }
     }
     out.push_str(&format!("verdict: {}\n", if report.violations() == 0 { "PASS (no violation)" } else { "VIOLATIONS FOUND" }));
