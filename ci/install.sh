@@ -24,7 +24,7 @@ log() { printf '[ci/install] %s\n' "$*"; }
 # only when dpkg says they are missing.
 APT_PACKAGES=(
     # mariadb-server   # real MariaDB for the application-consistency suites
-    # fuse3            # FUSE mounts of simulated volumes
+    fuse3              # FUSE mounts of simulated volumes (fusermount3; ontap-sim's `fuse` feature)
 )
 
 # `python3 -m venv` needs ensurepip, which Debian ships separately in

@@ -96,6 +96,7 @@ fn script() -> Vec<Write> {
             lock_granted: Some(t0() + ms(102)),
             lock_released: None,
             consistency_point: Some(ConsistencyPoint("0-1-4711".into())),
+            thaw_error: None,
         },
         ..b1.clone()
     };

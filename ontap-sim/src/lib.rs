@@ -6,10 +6,13 @@
 //! - [`control`]: the simulator's own `/sim/v1` API: data plane and fault injection.
 //! - [`sim`]: the in-process handle tests and the harness use.
 //! - [`server`]: listener, TLS, shutdown.
+//! - `fuse` (feature `fuse`, on by default): volumes mounted as real file systems.
 
 pub mod api;
 pub mod control;
 pub mod error;
+#[cfg(feature = "fuse")]
+pub mod fuse;
 pub mod model;
 pub mod server;
 pub mod sim;

@@ -49,7 +49,16 @@ struct ServeArgs {
     /// Seed for uuids and fault decisions: the same seed replays the same run.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Mount every volume that has a junction path (`nas.path`) at DIR/<junction path> (FUSE),
+    /// following creates, path changes and deletes; everything is unmounted at shutdown.
+    #[cfg(feature = "fuse")]
+    #[arg(long, value_name = "DIR", env = "ONTAP_SIM_MOUNT_ROOT")]
+    mount_root: Option<PathBuf>,
 }
+
+/// How often the mount watcher compares junction paths with what is mounted.
+#[cfg(feature = "fuse")]
+const MOUNT_RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -59,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading the password file {}", path.display()))?.lines().next().unwrap_or_default().to_string(),
         None => args.password.clone(),
     };
+    #[cfg(feature = "fuse")]
+    let mount_root = args.mount_root.clone();
     let tls_dir = args.tls.then(|| args.tls_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("ontap-sim-{}", std::process::id()))));
     let config = SimConfig {
         cluster: ClusterConfig { name: args.cluster_name, svms: args.svms, aggregate: args.aggregate, seed: args.seed, ..ClusterConfig::default() },
@@ -72,8 +83,26 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = running.cert_path() {
         println!("TLS certificate (pin it in clients): {}", path.display());
     }
+    #[cfg(feature = "fuse")]
+    let mounts = match mount_root {
+        Some(root) => {
+            let manager = ontap_sim::fuse::MountManager::new(running.sim().clone(), &root, ontap_sim::fuse::MountOptions::default())?;
+            for e in manager.reconcile() {
+                tracing::warn!("{e:#}");
+            }
+            manager.start(MOUNT_RECONCILE_INTERVAL);
+            println!("mounting volumes with a junction path under {}", manager.root().display());
+            Some(manager)
+        }
+        None => None,
+    };
     shutdown_signal().await;
     println!("ontap-sim shutting down");
+    #[cfg(feature = "fuse")]
+    if let Some(manager) = mounts {
+        // Unmounting waits on the kernel: not on the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || manager.shutdown()).await;
+    }
     running.shutdown().await;
     Ok(())
 }

@@ -1671,3 +1671,24 @@ async fn a_panicking_request_is_an_ontap_500_and_changes_nothing() {
     assert_eq!(c.read_file(&uuid, "f").await, b"after");
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn group_snapshot_whose_members_were_deleted_is_gone() {
+    let (_sim, c) = start().await;
+    let v1 = c.create_volume("v1", json!({})).await;
+    let v2 = c.create_volume("v2", json!({})).await;
+    let cg = create_cg(&c, "cg1", &["v1", "v2"]).await;
+    let snaps = format!("/api/application/consistency-groups/{cg}/snapshots");
+    c.write_ok(Method::POST, &snaps, json!({"name": "s"})).await;
+    // Retention deletes member snapshots through the volume API.
+    let s1 = c.snapshot_uuid(&v1, "s").await;
+    c.write_ok(Method::DELETE, &format!("/api/storage/volumes/{v1}/snapshots/{s1}"), json!({})).await;
+    let list = c.get_ok(&format!("{snaps}?fields=is_partial")).await;
+    assert_eq!(list["records"][0]["is_partial"], json!(true), "one member left: partial");
+    let s2 = c.snapshot_uuid(&v2, "s").await;
+    c.write_ok(Method::DELETE, &format!("/api/storage/volumes/{v2}/snapshots/{s2}"), json!({})).await;
+    assert_eq!(c.get_ok(&snaps).await["num_records"], 0, "no member left: the group snapshot is gone");
+    // ... and its name is free again.
+    c.write_ok(Method::POST, &snaps, json!({"name": "s"})).await;
+    assert_eq!(c.snapshot_names(&v1).await, ["s"]);
+}

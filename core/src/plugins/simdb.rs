@@ -1141,7 +1141,6 @@ impl SimDb {
         }
     }
 
-    /// Arm a fault for the next quiesce (replaces any armed fault).
     /// Stop without flushing, as a crash of the database server would: acknowledged commits
     /// that were not flushed are lost, and their txids are reused after the next start.
     pub fn crash(&self) {
@@ -1152,6 +1151,7 @@ impl SimDb {
         inner.mem = None;
     }
 
+    /// Arm a fault for the next quiesce (replaces any armed fault).
     pub fn inject_fault(&self, fault: SimDbFault) {
         self.lock().fault = Some(fault);
     }

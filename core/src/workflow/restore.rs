@@ -241,7 +241,13 @@ impl Orchestrator {
         record.needed_crash_recovery = Some(report.needed_crash_recovery);
         self.step(Step::Recovered)?;
         if let Err(e) = Self::check_point(&backup, &report) {
-            return Err(self.fail_restore(&mut record, e));
+            // A copy at the wrong point must not be mistaken for the backup: remove it.
+            let err = self.fail_restore(&mut record, e);
+            if self.delete_clones(&record, Some(&app.svm)).await.is_empty() {
+                record.clone_volumes.clear();
+                let _ = self.catalog.put_restore(&record);
+            }
+            return Err(err);
         }
         self.complete_restore(&mut record, &backup)?;
         Ok(record)

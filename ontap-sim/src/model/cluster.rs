@@ -433,6 +433,7 @@ impl ClusterState {
         }
         self.release_clone(uuid)?;
         self.volumes.remove(uuid);
+        self.prune_cg_snapshots();
         let member_of: Vec<String> = self.cgs.values().filter(|cg| cg.volumes.iter().any(|v| v.uuid == uuid)).map(|cg| cg.uuid.clone()).collect();
         for cg_uuid in member_of {
             if let Some(cg) = self.cgs.get_mut(&cg_uuid) {
@@ -451,7 +452,9 @@ impl ClusterState {
             })?,
             (None, None) => return Err(OntapError::missing_field("restore_to.snapshot.name")),
         };
-        self.volume_mut(uuid)?.restore(&name)
+        self.volume_mut(uuid)?.restore(&name)?;
+        self.prune_cg_snapshots();
+        Ok(())
     }
 
     pub fn create_snapshot(&mut self, volume_uuid: &str, name: &str, m: SnapshotModify, now: DateTime<Utc>) -> SimResult<String> {
@@ -485,7 +488,21 @@ impl ClusterState {
 
     pub fn delete_snapshot(&mut self, volume_uuid: &str, uuid: &str) -> SimResult<()> {
         self.volume_mut(volume_uuid)?.delete_snapshot(uuid)?;
+        self.prune_cg_snapshots();
         Ok(())
+    }
+
+    /// A group snapshot lives in its members' snapshots: with some deleted through the volume
+    /// API (or by a SnapRestore, or with their volume) it is partial; with none left it is
+    /// gone, and its name is free again.
+    fn prune_cg_snapshots(&mut self) {
+        let exists = |state: &ClusterState, (v, snap): &(String, String)| state.volumes.get(v).is_some_and(|vol| vol.snapshot_by_uuid(snap).is_some());
+        let stale: Vec<String> = self.cgs.values().filter(|cg| cg.snapshots.iter().any(|s| !s.members.iter().any(|m| exists(self, m)))).map(|cg| cg.uuid.clone()).collect();
+        for cg_uuid in stale {
+            let Some(mut cg) = self.cgs.get(&cg_uuid).cloned() else { continue };
+            cg.snapshots.retain(|s| s.members.iter().any(|m| exists(self, m)));
+            self.cgs.insert(cg_uuid, cg);
+        }
     }
 
     // ---- consistency groups ----
