@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
+use stasis_scenarios::demo::{self, DemoOptions};
 use stasis_scenarios::torture::{self, FaultKind, FaultSet, Mutant, PluginMode, TortureOptions};
 
 #[derive(Parser)]
@@ -21,6 +22,21 @@ enum Command {
     /// simulated database on a simulated ONTAP array, with injected faults, every restore
     /// checked. Exit status 0 only when no invariant was violated.
     Torture(TortureArgs),
+    /// Walk through discover -> protect -> backup under load -> damage -> restore ->
+    /// crash-consistent vs application-consistent, on a simulated ONTAP cluster started in
+    /// this process. The workload is the simulated database. Nothing to configure.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Print one JSON object instead of the narration.
+    #[arg(long)]
+    json: bool,
+    /// Leave the simulated cluster serving at the end (URL, user and password are printed)
+    /// until Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,6 +150,88 @@ async fn run_torture(args: TortureArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.violations() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// The demo's narration on stdout, with a progress bar (on stderr, when it is a terminal)
+/// for the long steps. Silent in JSON mode.
+struct Console {
+    quiet: bool,
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl demo::Observer for Console {
+    fn say(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        match self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(bar) => bar.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
+    fn progress(&self, label: &str, done: u64, total: u64) {
+        if self.quiet {
+            return;
+        }
+        let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        if done >= total {
+            if let Some(bar) = bar.take() {
+                bar.finish_and_clear();
+            }
+            return;
+        }
+        let bar = bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(indicatif::ProgressStyle::with_template("      {bar:30} {pos}/{len} {msg}  {elapsed}").expect("valid template"));
+            bar
+        });
+        bar.set_message(label.to_string());
+        bar.set_position(done);
+    }
+}
+
+async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if std::env::var_os("STASIS_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_env("STASIS_LOG")).with_writer(std::io::stderr).try_init();
+    }
+    let opts = DemoOptions { keep_running: args.keep_running, ..DemoOptions::default() };
+    let console = Console { quiet: args.json, bar: std::sync::Mutex::new(None) };
+    let run = demo::run(&opts, &console).await.context("the demo could not start")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&run.report).context("serialising the report")?);
+    }
+    if let Some(kept) = run.kept {
+        let url = kept.sim.base_url();
+        let auth = format!("{}:{}", kept.username, kept.password);
+        let mut info = vec![
+            String::new(),
+            "The simulated ONTAP cluster is still serving (Ctrl-C to stop it):".to_string(),
+            format!("  URL       {url}"),
+            format!("  user      {}", kept.username),
+            format!("  password  {}   (generated for this run)", kept.password),
+            "  try:".to_string(),
+            format!("    curl -s -u '{auth}' '{url}/api/storage/volumes?fields=name,nas.path,space.size,space.used'"),
+        ];
+        if let Some((name, uuid)) = kept.volumes.first() {
+            info.push(format!("    curl -s -u '{auth}' '{url}/api/storage/volumes/{uuid}/snapshots?fields=name,create_time'   # {name}"));
+            info.push(format!("    curl -s -u '{auth}' '{url}/sim/v1/volumes/{uuid}/files'   # the database's files on {name}"));
+        }
+        // In JSON mode stdout holds exactly one object: the rest goes to stderr.
+        for line in info {
+            if args.json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        kept.sim.shutdown().await;
+        if !args.json {
+            println!("simulator stopped");
+        }
+    }
+    Ok(if run.report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -146,6 +244,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Torture(args) => run_torture(args).await,
+            Command::Demo(args) => run_demo(args).await,
         }
     });
     match result {
