@@ -17,4 +17,11 @@ fi
 bash ci/install.sh
 
 echo "[ci/test] cargo test --workspace --locked"
-exec cargo test --workspace --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary, the last of which
+# is often an empty doc-test run).
+awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /^passed;?$/)p+=$i; if($(i+1) ~ /^failed;?$/)f+=$i}} END{printf "%d passed, %d failed\n", p, f}' "$log"
+exit "$status"

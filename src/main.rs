@@ -75,6 +75,10 @@ struct TortureArgs {
     /// The simulated database's freeze bound, in milliseconds.
     #[arg(long, default_value_t = 300)]
     freeze_timeout_ms: u64,
+    /// The ONTAP client's request timeout, in milliseconds. Injected late answers arrive
+    /// after twice this. Raise it on a loaded machine.
+    #[arg(long, default_value_t = 50)]
+    client_timeout_ms: u64,
     #[arg(long, value_enum, hide = true)]
     mutant: Option<MutantArg>,
     /// Print one JSON object instead of the table.
@@ -102,6 +106,9 @@ async fn run_torture(args: TortureArgs) -> anyhow::Result<ExitCode> {
     if args.freeze_timeout_ms < 50 {
         bail!("--freeze-timeout-ms must be at least 50");
     }
+    if args.client_timeout_ms < 5 {
+        bail!("--client-timeout-ms must be at least 5");
+    }
     let replay = match &args.replay {
         Some(json) => Some(serde_json::from_str(json).context("--replay takes a case as JSON, as printed for a failing case")?),
         None => None,
@@ -124,6 +131,7 @@ async fn run_torture(args: TortureArgs) -> anyhow::Result<ExitCode> {
         faults: parse_faults(&args.faults)?,
         mutant,
         freeze_timeout: Duration::from_millis(args.freeze_timeout_ms),
+        client_timeout: Duration::from_millis(args.client_timeout_ms),
         shrink: matches!(mode, PluginMode::App) && mutant.is_none(),
         replay: replay.or_else(|| args.case_seed.map(|s| torture::spec::generate(s, &parse_faults(&args.faults).unwrap_or_else(|_| FaultSet::all())).current())),
         failures_max: 5,

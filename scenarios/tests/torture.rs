@@ -9,7 +9,9 @@ use proptest::strategy::ValueTree;
 use stasis_scenarios::torture::{self, FaultKind, FaultSet, Mutant, PluginMode, TortureOptions, TortureReport};
 
 fn options(cases: u64, seed: u64) -> TortureOptions {
-    TortureOptions { cases, seed, shrink: false, freeze_timeout: Duration::from_millis(300), ..TortureOptions::default() }
+    // Tests share two cores with each other and with debug builds: a longer client timeout
+    // keeps a scheduling stall from looking like an injected fault.
+    TortureOptions { cases, seed, shrink: false, freeze_timeout: Duration::from_millis(400), client_timeout: Duration::from_millis(150), ..TortureOptions::default() }
 }
 
 async fn campaign(opts: TortureOptions) -> TortureReport {

@@ -261,17 +261,28 @@ async fn delete_volume(State(st): State<ApiState>, f: Fault, Path(uuid): Path<St
 
 // ---- snapshots ----
 
-fn snapshots_of(s: &ClusterState, volume_uuid: &str) -> SimResult<Vec<Value>> {
+/// Snapshots to render for a listing. An exact `name=` filter (how clients look a snapshot
+/// up) picks before rendering: rendering computes each snapshot's exclusive size, and a
+/// volume may hold 1023. The generic filters still run on what is rendered.
+fn snapshots_of(s: &ClusterState, volume_uuid: &str, exact_name: Option<&str>) -> SimResult<Vec<Value>> {
+    let wanted = |snap: &&crate::model::volume::Snapshot| exact_name.is_none_or(|n| snap.name == n);
     if volume_uuid == "*" {
-        return Ok(s.volumes_in_order().into_iter().flat_map(|v| v.snapshots.iter().map(move |snap| render::snapshot(v, snap))).collect());
+        return Ok(s.volumes_in_order().into_iter().flat_map(|v| v.snapshots.iter().filter(wanted).map(move |snap| render::snapshot(v, snap))).collect());
     }
     let v = s.volume(volume_uuid)?;
-    Ok(v.snapshots.iter().map(|snap| render::snapshot(v, snap)).collect())
+    Ok(v.snapshots.iter().filter(wanted).map(|snap| render::snapshot(v, snap)).collect())
+}
+
+fn exact_name_filter(q: &OntapQuery) -> Option<&str> {
+    q.filters.iter().find(|f| f.path == "name").and_then(|f| match f.alternatives.as_slice() {
+        [super::query::Alternative { negated: false, test: super::query::Test::Eq(name) }] => Some(name.as_str()),
+        _ => None,
+    })
 }
 
 async fn list_snapshots(State(st): State<ApiState>, Path(volume): Path<String>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query(&raw, Resource::Snapshot, &[])?;
-    let records = st.sim.read(|s| snapshots_of(s, &volume))?;
+    let records = st.sim.read(|s| snapshots_of(s, &volume, exact_name_filter(&q)))?;
     collection(records, &q, &format!("/api/storage/volumes/{volume}/snapshots"), &["uuid", "name"])
 }
 

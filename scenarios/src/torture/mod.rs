@@ -25,6 +25,8 @@ pub struct TortureOptions {
     pub faults: FaultSet,
     pub mutant: Option<Mutant>,
     pub freeze_timeout: Duration,
+    /// The ONTAP client's request timeout in the cases.
+    pub client_timeout: Duration,
     /// Shrink the first failing case (app mode); off for negative controls, where failures
     /// are the expected finding.
     pub shrink: bool,
@@ -43,6 +45,7 @@ impl Default for TortureOptions {
             faults: FaultSet::all(),
             mutant: None,
             freeze_timeout: Duration::from_millis(300),
+            client_timeout: world::CLIENT_TIMEOUT_DEFAULT,
             shrink: true,
             replay: None,
             failures_max: 5,
@@ -158,7 +161,13 @@ struct Campaign<'a> {
 
 impl Campaign<'_> {
     fn config(&self, case_seed: u64) -> CaseConfig {
-        CaseConfig { mode: self.opts.mode, mutant: self.opts.mutant, freeze_timeout: self.opts.freeze_timeout, canary: format!("canary-{case_seed:016x}-pw") }
+        CaseConfig {
+            mode: self.opts.mode,
+            mutant: self.opts.mutant,
+            freeze_timeout: self.opts.freeze_timeout,
+            client_timeout: self.opts.client_timeout,
+            canary: format!("canary-{case_seed:016x}-pw"),
+        }
     }
 
     /// Run one case and add the secret check: the canary password in no log line.
