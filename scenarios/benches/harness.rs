@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ontap_client::{OntapClient, OntapConfig, SecretString, TlsTrust};
+use ontap_client::{OntapClient, OntapConfig};
 use ontap_sim::model::cluster::{ClusterConfig, Selector, SnapshotModify, VolumeCreate};
 use ontap_sim::SimConfig;
 use parking_lot::Mutex;
@@ -216,19 +216,9 @@ async fn torture_bench() {
 
 // ------------------------------------------------------------------ part 2: freeze window
 
-/// Same client settings as the torture world (scenarios/src/torture/world.rs).
+/// Same client settings as the torture world.
 fn client_config(base_url: &str, password: &str) -> OntapConfig {
-    let mut config = OntapConfig::new(base_url, "admin", SecretString::from(password.to_string()));
-    config.tls = TlsTrust::BuiltInRoots;
-    config.request_timeout = Duration::from_millis(50);
-    config.connect_timeout = Duration::from_millis(50);
-    config.retry_attempts_max = 2;
-    config.retry_backoff_base = Duration::from_millis(2);
-    config.retry_backoff_max = Duration::from_millis(10);
-    config.job_poll_interval = Duration::from_millis(2);
-    config.job_poll_interval_max = Duration::from_millis(20);
-    config.job_wait_max = Duration::from_secs(2);
-    config
+    stasis_scenarios::torture::world::client_config(base_url, password, stasis_scenarios::torture::world::CLIENT_TIMEOUT_DEFAULT)
 }
 
 /// Timestamps of the last backup: each step boundary, and the plugin and snapshot calls.

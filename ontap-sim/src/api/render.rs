@@ -89,7 +89,7 @@ pub fn volume(v: &Volume) -> Value {
                 "reserve_percent": space.snapshot_reserve_percent,
                 "reserve_size": space.snapshot_reserve_size,
                 "reserve_available": space.snapshot_reserve_size.saturating_sub(space.snapshot_used),
-                "space_used_percent": if space.snapshot_reserve_size == 0 { 0 } else { space.snapshot_used * 100 / space.snapshot_reserve_size },
+                "space_used_percent": (space.snapshot_used * 100).checked_div(space.snapshot_reserve_size).unwrap_or(0),
             },
         },
         "clone": {"is_flexclone": v.clone.is_some()},

@@ -429,7 +429,7 @@ impl Volume {
         });
         self.fs.write_shared_blocks(ino, 0, data, &mut self.ledger, now).map_err(fs_error)?;
         // A fill of a byte count that is not a multiple of 4 KiB ends where asked.
-        if bytes % BLOCK_SIZE as u64 != 0 {
+        if !bytes.is_multiple_of(BLOCK_SIZE as u64) {
             self.fs.truncate(ino, bytes, &mut self.ledger, now).map_err(fs_error)?;
         }
         Ok(())

@@ -103,7 +103,9 @@ struct World {
     result: CaseResult,
 }
 
-fn client_config(base_url: &str, canary: &str, timeout: Duration) -> OntapConfig {
+/// The ONTAP client as the harness configures it: short timeouts, tight retry and poll
+/// bounds (loopback answers in well under a millisecond).
+pub fn client_config(base_url: &str, canary: &str, timeout: Duration) -> OntapConfig {
     let mut config = OntapConfig::new(base_url, "admin", SecretString::from(canary.to_string()));
     config.tls = TlsTrust::BuiltInRoots;
     config.request_timeout = timeout;
@@ -260,7 +262,7 @@ impl World {
         let (write_method, write_path) = *write_targets.get(fault.target as usize % write_targets.len().max(1)).copied().unwrap_or(&targets[0]);
         match fault.kind {
             FaultKind::Ontap5xx => {
-                let status = if fault.variant % 2 == 0 { 500 } else { 503 };
+                let status = if fault.variant.is_multiple_of(2) { 500 } else { 503 };
                 self.sim_fault(method, path, FaultAction::Error { status, code: 13, message: "Internal error (injected).".into() });
             }
             FaultKind::JobFailure => self.sim_fault(write_method, write_path, FaultAction::JobFail { code: 460770, message: "Job failed (injected).".into() }),
