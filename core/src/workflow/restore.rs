@@ -203,22 +203,10 @@ impl Orchestrator {
                     clones.push(v);
                     // Record each clone as it appears, so a crash leaves no unknown clone.
                     if let Err(e) = self.catalog.put_restore(&record) {
-                        let err = self.fail_restore(&mut record, e.into());
-                        if self.delete_clones(&record, Some(&app.svm)).await.is_empty() {
-                            record.clone_volumes.clear();
-                            let _ = self.catalog.put_restore(&record);
-                        }
-                        return Err(err);
+                        return Err(self.fail_clone_restore(&mut record, app, e.into()).await);
                     }
                 }
-                Err(e) => {
-                    let err = self.fail_restore(&mut record, e.into());
-                    if self.delete_clones(&record, Some(&app.svm)).await.is_empty() {
-                        record.clone_volumes.clear();
-                        let _ = self.catalog.put_restore(&record);
-                    }
-                    return Err(err);
-                }
+                Err(e) => return Err(self.fail_clone_restore(&mut record, app, e.into()).await),
             }
         }
         record.state = RestoreState::StorageRestored;
@@ -227,30 +215,29 @@ impl Orchestrator {
 
         let report = match plugin.recover(&RecoveryTarget { volumes: clones, in_place: false }).await {
             Ok(r) => r,
-            Err(e) => {
-                // A copy that does not open is of no use to anyone: remove it.
-                let err = self.fail_restore(&mut record, e.into());
-                if self.delete_clones(&record, Some(&app.svm)).await.is_empty() {
-                    record.clone_volumes.clear();
-                    let _ = self.catalog.put_restore(&record);
-                }
-                return Err(err);
-            }
+            // A copy that does not open is of no use to anyone: remove it.
+            Err(e) => return Err(self.fail_clone_restore(&mut record, app, e.into()).await),
         };
         record.recovered_point = Some(report.recovered_point.clone());
         record.needed_crash_recovery = Some(report.needed_crash_recovery);
         self.step(Step::Recovered)?;
         if let Err(e) = Self::check_point(&backup, &report) {
             // A copy at the wrong point must not be mistaken for the backup: remove it.
-            let err = self.fail_restore(&mut record, e);
-            if self.delete_clones(&record, Some(&app.svm)).await.is_empty() {
-                record.clone_volumes.clear();
-                let _ = self.catalog.put_restore(&record);
-            }
-            return Err(err);
+            return Err(self.fail_clone_restore(&mut record, app, e).await);
         }
         self.complete_restore(&mut record, &backup)?;
         Ok(record)
+    }
+
+    /// Record a clone restore failed and remove its clones (reconciliation retries what this
+    /// could not delete).
+    async fn fail_clone_restore(&self, record: &mut RestoreRecord, app: &AppSpec, error: WorkflowError) -> WorkflowError {
+        let error = self.fail_restore(record, error);
+        if self.delete_clones(record, Some(&app.svm)).await.is_empty() {
+            record.clone_volumes.clear();
+            let _ = self.catalog.put_restore(record);
+        }
+        error
     }
 
     /// Delete the clone volumes a restore created (tolerating ones already gone), including
