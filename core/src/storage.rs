@@ -113,6 +113,11 @@ pub trait Storage: Send + Sync {
         name: &str,
         deadline: Duration,
     ) -> StorageResult<SnapshotInfo>;
+    /// Take a snapshot inside a freeze: as `create_snapshot`, but done as soon as the array
+    /// reports it taken, without reading it back (the caller reads it back after the thaw).
+    async fn take_snapshot(&self, volume_uuid: &str, name: &str, deadline: Duration) -> StorageResult<()> {
+        self.create_snapshot(volume_uuid, name, deadline).await.map(|_| ())
+    }
     async fn snapshot_by_name(&self, volume_uuid: &str, name: &str) -> StorageResult<Option<SnapshotInfo>>;
     async fn snapshots(&self, volume_uuid: &str) -> StorageResult<Vec<SnapshotInfo>>;
     /// Deleting a snapshot that is already gone succeeds (the caller wanted it gone).
@@ -133,6 +138,11 @@ pub trait Storage: Send + Sync {
         name: &str,
         deadline: Duration,
     ) -> StorageResult<Vec<SnapshotInfo>>;
+
+    /// As `create_cg_snapshot`, without reading the member snapshots back (see `take_snapshot`).
+    async fn take_cg_snapshot(&self, cg_uuid: &str, name: &str, deadline: Duration) -> StorageResult<()> {
+        self.create_cg_snapshot(cg_uuid, name, deadline).await.map(|_| ())
+    }
 
     /// SnapRestore: the volume's active file system becomes the snapshot; newer snapshots go.
     async fn restore_volume(&self, volume_uuid: &str, snapshot_name: &str) -> StorageResult<()>;

@@ -283,6 +283,27 @@ impl OntapClient {
         name: &str,
         deadline: Duration,
     ) -> StorageResult<SnapshotInfo> {
+        self.post_snapshot(volume_uuid, name, deadline, true)
+            .await?
+            .ok_or_else(|| StorageError::Indeterminate {
+                message: format!("snapshot {name} of volume {volume_uuid}: created but not read back"),
+            })
+    }
+
+    /// As [`OntapClient::create_snapshot`], without reading the snapshot back once the array
+    /// reports it taken: inside a freeze every round trip counts, and the caller reads it
+    /// back after the thaw. (A retry after an unknown outcome still looks it up by name.)
+    pub async fn take_snapshot(&self, volume_uuid: &str, name: &str, deadline: Duration) -> StorageResult<()> {
+        self.post_snapshot(volume_uuid, name, deadline, false).await.map(|_| ())
+    }
+
+    async fn post_snapshot(
+        &self,
+        volume_uuid: &str,
+        name: &str,
+        deadline: Duration,
+        read_back: bool,
+    ) -> StorageResult<Option<SnapshotInfo>> {
         let deadline_at = Instant::now() + deadline;
         let body = wire::SnapshotCreate { name };
         let post = |timeout: Duration| {
@@ -293,7 +314,12 @@ impl OntapClient {
             );
             self.t().write_once(Method::POST, url, &body, timeout)
         };
-        let lookup = |_: Lookup| self.find_snapshot(volume_uuid, name, Some(deadline_at));
+        let lookup = |kind: Lookup| async move {
+            match (kind, read_back) {
+                (Lookup::ReadBack, false) => Ok(Some(None)),
+                _ => self.find_snapshot(volume_uuid, name, Some(deadline_at)).await.map(|found| found.map(Some)),
+            }
+        };
         let what = format!("snapshot {name} of volume {volume_uuid}");
         let snapshot = self
             .create_adopting(
@@ -305,7 +331,10 @@ impl OntapClient {
                 lookup,
             )
             .await?;
-        info!(snapshot = name, uuid = %snapshot.uuid, create_time = %snapshot.create_time, "snapshot created");
+        match &snapshot {
+            Some(s) => info!(snapshot = name, uuid = %s.uuid, create_time = %s.create_time, "snapshot created"),
+            None => info!(snapshot = name, "snapshot taken"),
+        }
         Ok(snapshot)
     }
 
@@ -596,6 +625,26 @@ impl OntapClient {
         name: &str,
         deadline: Duration,
     ) -> StorageResult<Vec<SnapshotInfo>> {
+        self.post_cg_snapshot(cg_uuid, name, deadline, true)
+            .await?
+            .ok_or_else(|| StorageError::Indeterminate {
+                message: format!("snapshot {name} of consistency group {cg_uuid}: created but not read back"),
+            })
+    }
+
+    /// As [`OntapClient::create_cg_snapshot`], without reading the member snapshots back
+    /// once the array reports them taken (see [`OntapClient::take_snapshot`]).
+    pub async fn take_cg_snapshot(&self, cg_uuid: &str, name: &str, deadline: Duration) -> StorageResult<()> {
+        self.post_cg_snapshot(cg_uuid, name, deadline, false).await.map(|_| ())
+    }
+
+    async fn post_cg_snapshot(
+        &self,
+        cg_uuid: &str,
+        name: &str,
+        deadline: Duration,
+        read_back: bool,
+    ) -> StorageResult<Option<Vec<SnapshotInfo>>> {
         let deadline_at = Instant::now() + deadline;
         let body = wire::SnapshotCreate { name };
         let post = |timeout: Duration| {
@@ -606,7 +655,12 @@ impl OntapClient {
             );
             self.t().write_once(Method::POST, url, &body, timeout)
         };
-        let lookup = |_: Lookup| self.find_cg_snapshots(cg_uuid, name, Some(deadline_at));
+        let lookup = |kind: Lookup| async move {
+            match (kind, read_back) {
+                (Lookup::ReadBack, false) => Ok(Some(None)),
+                _ => self.find_cg_snapshots(cg_uuid, name, Some(deadline_at)).await.map(|found| found.map(Some)),
+            }
+        };
         let what = format!("snapshot {name} of consistency group {cg_uuid}");
         let duplicates = [codes::DUPLICATE_SNAPSHOT_NAME, CODE_DUPLICATE];
         let snapshots = self
@@ -619,11 +673,7 @@ impl OntapClient {
                 lookup,
             )
             .await?;
-        info!(
-            snapshot = name,
-            n_volumes = snapshots.len(),
-            "consistency group snapshot created"
-        );
+        info!(snapshot = name, read_back = snapshots.as_ref().map(Vec::len), "consistency group snapshot created");
         Ok(snapshots)
     }
 
@@ -1050,6 +1100,12 @@ impl Storage for OntapClient {
         deadline: Duration,
     ) -> StorageResult<Vec<SnapshotInfo>> {
         OntapClient::create_cg_snapshot(self, cg_uuid, name, deadline).await
+    }
+    async fn take_snapshot(&self, volume_uuid: &str, name: &str, deadline: Duration) -> StorageResult<()> {
+        OntapClient::take_snapshot(self, volume_uuid, name, deadline).await
+    }
+    async fn take_cg_snapshot(&self, cg_uuid: &str, name: &str, deadline: Duration) -> StorageResult<()> {
+        OntapClient::take_cg_snapshot(self, cg_uuid, name, deadline).await
     }
     async fn restore_volume(&self, volume_uuid: &str, snapshot_name: &str) -> StorageResult<()> {
         OntapClient::restore_volume(self, volume_uuid, snapshot_name).await

@@ -177,6 +177,30 @@ async fn a_job_that_never_finishes_is_indeterminate_within_job_wait_max() {
 // ---------------------------------------------------------------- snapshots
 
 #[tokio::test]
+async fn taking_a_snapshot_inside_a_freeze_is_one_request() {
+    // Inside a freeze every round trip counts: take_snapshot answers on the POST's 201
+    // and leaves reading the snapshot back to the caller, after the thaw.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/storage/volumes/v1/snapshots"))
+        .and(body_json(json!({"name": "stasis-b1"})))
+        .respond_with(ResponseTemplate::new(201).set_body_json(job_accepted("j1")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    client(&server.uri())
+        .take_snapshot("v1", "stasis-b1", Duration::from_millis(1500))
+        .await
+        .expect("taken");
+    assert_eq!(server.received_requests().await.expect("recorded").len(), 1, "one POST, nothing else");
+}
+
+#[tokio::test]
 async fn snapshot_fast_path_201_reads_back_uuid_and_array_time() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))

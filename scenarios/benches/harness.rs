@@ -308,6 +308,18 @@ impl Storage for ProbeStorage {
         *self.probe.snapshot.lock() = Some((t0, Instant::now()));
         r
     }
+    async fn take_snapshot(&self, volume_uuid: &str, name: &str, deadline: Duration) -> StorageResult<()> {
+        let t0 = Instant::now();
+        let r = self.inner.take_snapshot(volume_uuid, name, deadline).await;
+        *self.probe.snapshot.lock() = Some((t0, Instant::now()));
+        r
+    }
+    async fn take_cg_snapshot(&self, cg_uuid: &str, name: &str, deadline: Duration) -> StorageResult<()> {
+        let t0 = Instant::now();
+        let r = self.inner.take_cg_snapshot(cg_uuid, name, deadline).await;
+        *self.probe.snapshot.lock() = Some((t0, Instant::now()));
+        r
+    }
     async fn snapshot_by_name(&self, volume_uuid: &str, name: &str) -> StorageResult<Option<SnapshotInfo>> {
         let t0 = Instant::now();
         let r = self.inner.snapshot_by_name(volume_uuid, name).await;

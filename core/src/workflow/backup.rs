@@ -15,6 +15,7 @@ use crate::domain::{AppSpec, BackupRecord, BackupState, Consistency, Evidence, S
 use crate::plugin::{AppPlugin, PluginError};
 use crate::storage::{SnapshotInfo, StorageError, VolumeInfo};
 
+
 /// ONTAP's limit of snapshots per volume; a backup needs one free slot on every volume.
 pub const SNAPSHOTS_PER_VOLUME_MAX: u32 = 1023;
 /// The watchdog thaws the app at this fraction of its freeze timeout, leaving the rest for
@@ -148,11 +149,12 @@ impl Orchestrator {
         record.evidence.consistency_point = Some(point);
         self.step(Step::Quiesced)?;
 
+        // One request inside the freeze; the snapshot is read back after the thaw.
         let deadline = freeze.remaining();
         let snapshot = tokio::time::timeout(deadline, async {
             match &cg_uuid {
-                Some(cg) => self.storage.create_cg_snapshot(cg, &record.snapshot_name, deadline).await,
-                None => self.storage.create_snapshot(&volumes[0].uuid, &record.snapshot_name, deadline).await.map(|s| vec![s]),
+                Some(cg) => self.storage.take_cg_snapshot(cg, &record.snapshot_name, deadline).await,
+                None => self.storage.take_snapshot(&volumes[0].uuid, &record.snapshot_name, deadline).await,
             }
         })
         .await
@@ -164,31 +166,24 @@ impl Orchestrator {
         record.evidence.thaw_error = thaw.err().map(|e| e.to_string());
         self.step(Step::Unquiesced)?;
 
-        let snapshots = match (snapshot, in_bound) {
-            (Ok(snaps), true) => snaps,
-            (Ok(_), false) => {
+        match (snapshot, in_bound) {
+            (Ok(()), true) => {}
+            (Ok(()), false) => {
                 return Err(self.fail_and_clean(&mut record, &volumes, WorkflowError::Bound("the snapshot finished after the freeze bound; it was deleted".into())).await);
             }
             (Err(e), _) => return Err(self.fail_and_clean(&mut record, &volumes, e.into()).await),
-        };
-        record.snapshots = match volumes
-            .iter()
-            .map(|v| snapshots.iter().find(|s| s.volume_uuid == v.uuid).map(|s| snapshot_ref(v, s)).ok_or_else(|| v.name.clone()))
-            .collect::<Result<Vec<_>, _>>()
-        {
+        }
+        // Only a snapshot seen on the array makes a backup complete: read each back (its
+        // uuid, and its create time for the evidence).
+        record.snapshots = match self.read_back_snapshots(&record.snapshot_name, &volumes).await {
             Ok(refs) => refs,
-            Err(missing) => return Err(self.fail_and_clean(&mut record, &volumes, WorkflowError::Invalid(format!("the array returned no snapshot for volume {missing}"))).await),
+            Err(e) => return Err(self.fail_and_clean(&mut record, &volumes, e).await),
         };
         record.state = BackupState::Snapshotted;
         if let Err(e) = self.catalog.put_backup(&record) {
             return Err(self.fail_and_clean(&mut record, &volumes, e.into()).await);
         }
         self.step(Step::SnapshotRecorded)?;
-
-        // Only a snapshot seen on the array makes a backup complete.
-        if let Err(e) = self.verify_snapshots(&record).await {
-            return Err(self.fail_and_clean(&mut record, &volumes, e).await);
-        }
         record.consistency = Some(match record.evidence.holds(&record.snapshots) {
             Ok(()) => Consistency::Application,
             Err(why) => {
@@ -224,6 +219,17 @@ impl Orchestrator {
             }
         }
         Ok(volumes)
+    }
+
+    async fn read_back_snapshots(&self, name: &str, volumes: &[VolumeInfo]) -> WorkflowResult<Vec<SnapshotRef>> {
+        let mut refs = Vec::with_capacity(volumes.len());
+        for v in volumes {
+            match self.storage.snapshot_by_name(&v.uuid, name).await? {
+                Some(s) => refs.push(snapshot_ref(v, &s)),
+                None => return Err(WorkflowError::Invalid(format!("snapshot {name} is not on volume {}", v.name))),
+            }
+        }
+        Ok(refs)
     }
 
     pub(super) async fn verify_snapshots(&self, record: &BackupRecord) -> WorkflowResult<()> {
