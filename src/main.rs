@@ -75,6 +75,9 @@ struct TortureArgs {
     /// The simulated database's freeze bound, in milliseconds.
     #[arg(long, default_value_t = 300)]
     freeze_timeout_ms: u64,
+    /// Cases run at once (each has its own simulator and seed).
+    #[arg(long, default_value_t = 2)]
+    parallel: usize,
     /// The ONTAP client's request timeout, in milliseconds. Injected late answers arrive
     /// after twice this. Raise it on a loaded machine.
     #[arg(long, default_value_t = 50)]
@@ -135,6 +138,7 @@ async fn run_torture(args: TortureArgs) -> anyhow::Result<ExitCode> {
         shrink: matches!(mode, PluginMode::App) && mutant.is_none(),
         replay: replay.or_else(|| args.case_seed.map(|s| torture::spec::generate(s, &parse_faults(&args.faults).unwrap_or_else(|_| FaultSet::all())).current())),
         failures_max: 5,
+        parallel: args.parallel.max(1),
     };
     let bar = (!args.json).then(|| {
         let bar = indicatif::ProgressBar::new(opts.cases);

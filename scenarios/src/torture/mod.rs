@@ -34,6 +34,10 @@ pub struct TortureOptions {
     pub replay: Option<CaseSpec>,
     /// Stop after this many failing cases (their seeds are listed).
     pub failures_max: usize,
+    /// Cases run at once. A case mostly waits (injected hangs, late answers), so a few in
+    /// flight use the machine better; each has its own simulator and seed, so results do
+    /// not depend on it.
+    pub parallel: usize,
 }
 
 impl Default for TortureOptions {
@@ -49,6 +53,7 @@ impl Default for TortureOptions {
             shrink: true,
             replay: None,
             failures_max: 5,
+            parallel: 2,
         }
     }
 }
@@ -172,14 +177,22 @@ impl Campaign<'_> {
 
     /// Run one case and add the secret check: the canary password in no log line.
     async fn run(&self, spec: &CaseSpec, case_seed: u64) -> CaseResult {
-        let cfg = self.config(case_seed);
-        let canary = cfg.canary.clone();
-        let mut result = run_case(spec, cfg).await;
+        self.run_batch(&[(spec.clone(), case_seed)]).await.pop().expect("one case in, one result out")
+    }
+
+    /// Run cases at once; the logs of the batch are searched for every case's canary (the
+    /// log capture is shared, and each canary is unique to its case).
+    async fn run_batch(&self, cases: &[(CaseSpec, u64)]) -> Vec<CaseResult> {
+        let configs: Vec<CaseConfig> = cases.iter().map(|(_, seed)| self.config(*seed)).collect();
+        let runs = cases.iter().zip(&configs).map(|((spec, _), cfg)| run_case(spec, cfg.clone()));
+        let mut results = futures::future::join_all(runs).await;
         let logs = self.logs.take();
-        if logs.contains(&canary) {
-            result.violations.push("the array password appeared in the logs".into());
+        for (result, cfg) in results.iter_mut().zip(&configs) {
+            if logs.contains(&cfg.canary) {
+                result.violations.push("the array password appeared in the logs".into());
+            }
         }
-        result
+        results
     }
 }
 
@@ -220,11 +233,30 @@ pub async fn run_campaign(opts: &TortureOptions, mut progress: impl FnMut(u64, u
     };
     let mut windows = Vec::new();
     let total = if opts.replay.is_some() { 1 } else { opts.cases };
-    for index in 0..total {
-        let case_seed = if opts.replay.is_some() { opts.seed } else { spec::case_seed(opts.seed, index) };
-        let tree = spec::generate(case_seed, &opts.faults);
-        let case = opts.replay.clone().unwrap_or_else(|| tree.current());
-        let result = campaign.run(&case, case_seed).await;
+    let parallel = opts.parallel.max(1) as u64;
+    for first in (0..total).step_by(parallel as usize) {
+        let batch: Vec<(u64, Box<dyn proptest::strategy::ValueTree<Value = CaseSpec>>)> = (first..total.min(first + parallel))
+            .map(|index| {
+                let case_seed = if opts.replay.is_some() { opts.seed } else { spec::case_seed(opts.seed, index) };
+                (case_seed, spec::generate(case_seed, &opts.faults))
+            })
+            .collect();
+        let cases: Vec<(CaseSpec, u64)> = batch.iter().map(|(seed, tree)| (opts.replay.clone().unwrap_or_else(|| tree.current()), *seed)).collect();
+        let results = campaign.run_batch(&cases).await;
+        for (((case_seed, tree), result), index) in batch.into_iter().zip(results).zip(first..) {
+            report.add_case(opts, &campaign, case_seed, tree, result, &mut windows).await;
+            progress(index + 1, total);
+        }
+    }
+    report.freeze_window_ms = percentiles(windows);
+    report.seconds = started.elapsed().as_secs_f64();
+    report.cases_per_minute = report.cases as f64 * 60.0 / report.seconds.max(1e-9);
+    report
+}
+
+impl TortureReport {
+    async fn add_case(&mut self, opts: &TortureOptions, campaign: &Campaign<'_>, case_seed: u64, tree: Box<dyn proptest::strategy::ValueTree<Value = CaseSpec>>, result: CaseResult, windows: &mut Vec<f64>) {
+        let report = self;
         report.cases += 1;
         report.backups += result.backups;
         report.backups_complete += result.backups_complete;
@@ -246,16 +278,11 @@ pub async fn run_campaign(opts: &TortureOptions, mut progress: impl FnMut(u64, u
         if !result.violations.is_empty() {
             report.first_failing_seed.get_or_insert(case_seed);
             if report.failing_cases.len() < opts.failures_max {
-                let shrunk = if opts.shrink && opts.replay.is_none() && report.failing_cases.is_empty() { Some(shrink(&campaign, tree, case_seed).await) } else { None };
+                let shrunk = if opts.shrink && opts.replay.is_none() && report.failing_cases.is_empty() { Some(shrink(campaign, tree, case_seed).await) } else { None };
                 report.failing_cases.push(FailingCase { case_seed, violations: result.violations.clone(), shrunk, reproduce: command(opts, case_seed) });
             }
         }
-        progress(index + 1, total);
     }
-    report.freeze_window_ms = percentiles(windows);
-    report.seconds = started.elapsed().as_secs_f64();
-    report.cases_per_minute = report.cases as f64 * 60.0 / report.seconds.max(1e-9);
-    report
 }
 
 /// How many simplification steps the shrinker tries before it settles.
