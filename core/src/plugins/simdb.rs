@@ -1023,16 +1023,22 @@ impl SimDb {
     /// txid and acknowledge at once, before anything is durable.
     pub fn try_commit(&self, writes: &[(u32, u64)]) -> Result<u64, CommitError> {
         let mut guard = self.lock();
-        let inner = &mut *guard;
+        let mem = Self::open_for_commit(&mut guard, writes.iter().map(|(key, _)| *key))?;
+        Ok(mem.commit(writes))
+    }
+
+    /// The running instance's memory, if a commit touching `keys` may go ahead: not frozen,
+    /// not stopped, every key in range.
+    fn open_for_commit(inner: &mut Inner, keys: impl IntoIterator<Item = u32>) -> Result<&mut Mem, CommitError> {
         if matches!(inner.fence, Fence::Frozen { .. }) {
             return Err(CommitError::Frozen);
         }
         let n_keys = inner.n_keys;
         let mem = inner.mem.as_mut().ok_or(CommitError::Stopped)?;
-        if let Some(&(key, _)) = writes.iter().find(|(key, _)| *key >= n_keys) {
+        if let Some(key) = keys.into_iter().find(|key| *key >= n_keys) {
             return Err(CommitError::KeyOutOfRange { key, n_keys });
         }
-        Ok(mem.commit(writes))
+        Ok(mem)
     }
 
     /// The bank transaction: move `min(amount, balance(from))` from `from` to `to`. Returns
@@ -1044,17 +1050,7 @@ impl SimDb {
         amount: u64,
     ) -> Result<(u64, Vec<(u32, u64)>), CommitError> {
         let mut guard = self.lock();
-        let inner = &mut *guard;
-        if matches!(inner.fence, Fence::Frozen { .. }) {
-            return Err(CommitError::Frozen);
-        }
-        let n_keys = inner.n_keys;
-        let mem = inner.mem.as_mut().ok_or(CommitError::Stopped)?;
-        for key in [from, to] {
-            if key >= n_keys {
-                return Err(CommitError::KeyOutOfRange { key, n_keys });
-            }
-        }
+        let mem = Self::open_for_commit(&mut guard, [from, to])?;
         let moved = amount.min(mem.values[from as usize]);
         let writes = if from == to {
             vec![(from, mem.values[from as usize])]

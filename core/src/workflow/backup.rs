@@ -15,7 +15,6 @@ use crate::domain::{AppSpec, BackupRecord, BackupState, Consistency, Evidence, S
 use crate::plugin::{AppPlugin, PluginError};
 use crate::storage::{SnapshotInfo, StorageError, VolumeInfo};
 
-
 /// ONTAP's limit of snapshots per volume; a backup needs one free slot on every volume.
 pub const SNAPSHOTS_PER_VOLUME_MAX: u32 = 1023;
 /// The watchdog thaws the app at this fraction of its freeze timeout, leaving the rest for
