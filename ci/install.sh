@@ -23,7 +23,9 @@ log() { printf '[ci/install] %s\n' "$*"; }
 # Add packages needed by later suites here, one per line. They are installed
 # only when dpkg says they are missing.
 APT_PACKAGES=(
-    # mariadb-server   # real MariaDB for the application-consistency suites
+    mariadb-server     # real MariaDB (mariadbd, mariadb-install-db) for the application-consistency suites
+    postgresql         # real PostgreSQL (initdb, postgres) for the PostgreSQL plugin suite
+    chromium           # headless browser for the dashboard test
     fuse3              # FUSE mounts of simulated volumes (fusermount3; ontap-sim's `fuse` feature)
 )
 
