@@ -5,6 +5,7 @@
 //! mode ([`crate::sqlite_catalog`]).
 
 use crate::domain::{AppSpec, BackupRecord, Policy, RestoreRecord};
+use crate::dr::{DrPlan, FailoverRecord};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CatalogError {
@@ -41,4 +42,20 @@ pub trait Catalog: Send + Sync {
     fn put_policy(&self, policy: &Policy) -> CatalogResult<()>;
     fn policy(&self, name: &str) -> CatalogResult<Option<Policy>>;
     fn policies(&self) -> CatalogResult<Vec<Policy>>;
+
+    /// DR plans, one per app (replaced whole). Catalogs that predate DR refuse.
+    fn put_dr_plan(&self, plan: &DrPlan) -> CatalogResult<()> {
+        Err(CatalogError::Write(format!("this catalog does not record DR plans (app {})", plan.app)))
+    }
+    fn dr_plan(&self, _app: &str) -> CatalogResult<Option<DrPlan>> {
+        Ok(None)
+    }
+    /// Failovers, failbacks and drills (with their RPO and RTO), inserted or replaced whole.
+    fn put_failover(&self, record: &FailoverRecord) -> CatalogResult<()> {
+        Err(CatalogError::Write(format!("this catalog does not record failovers ({})", record.id)))
+    }
+    /// Of one app (or all), oldest first.
+    fn failovers(&self, _app: Option<&str>) -> CatalogResult<Vec<FailoverRecord>> {
+        Ok(Vec::new())
+    }
 }

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError, CatalogResult};
 use crate::domain::{AppSpec, BackupRecord, Policy, RestoreRecord};
+use crate::dr::{DrPlan, FailoverRecord};
 
 /// Bound on waiting for another connection's write lock before a call fails as `Write`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,6 +61,20 @@ const MIGRATIONS: &[&str] = &[
         name   TEXT PRIMARY KEY NOT NULL,
         record TEXT NOT NULL
     ) STRICT;",
+    // 2: disaster recovery. Catalogs written by version 1 gain the two tables and keep
+    // everything else as it was.
+    "CREATE TABLE dr_plans (
+        app    TEXT PRIMARY KEY NOT NULL,
+        record TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE failovers (
+        id         TEXT PRIMARY KEY NOT NULL,
+        app        TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        record     TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX failovers_by_app ON failovers (app, started_at, id);
+    CREATE INDEX failovers_by_time ON failovers (started_at, id);",
 ];
 
 /// The schema version this build writes (SQLite's `user_version`).
@@ -317,6 +332,36 @@ impl Catalog for SqliteCatalog {
     fn policies(&self) -> CatalogResult<Vec<Policy>> {
         self.query("list policies", "SELECT record FROM policies ORDER BY name", [])
     }
+
+    fn put_dr_plan(&self, plan: &DrPlan) -> CatalogResult<()> {
+        let what = format!("put DR plan of {}", plan.app);
+        self.execute(&what, "REPLACE INTO dr_plans (app, record) VALUES (?1, ?2)", params![plan.app, encode(&what, plan)?]).map(drop)
+    }
+
+    fn dr_plan(&self, app: &str) -> CatalogResult<Option<DrPlan>> {
+        self.query_one(&format!("get DR plan of {app}"), "SELECT record FROM dr_plans WHERE app = ?1", [app])
+    }
+
+    fn put_failover(&self, record: &FailoverRecord) -> CatalogResult<()> {
+        let what = format!("put failover {}", record.id);
+        self.execute(
+            &what,
+            "REPLACE INTO failovers (id, app, started_at, record) VALUES (?1, ?2, ?3, ?4)",
+            params![record.id, record.app, time_key(&record.started_at), encode(&what, record)?],
+        )
+        .map(drop)
+    }
+
+    fn failovers(&self, app: Option<&str>) -> CatalogResult<Vec<FailoverRecord>> {
+        match app {
+            Some(app) => self.query(
+                &format!("list failovers of {app}"),
+                "SELECT record FROM failovers WHERE app = ?1 ORDER BY started_at, id",
+                [app],
+            ),
+            None => self.query("list failovers", "SELECT record FROM failovers ORDER BY started_at, id", []),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -462,6 +507,75 @@ mod tests {
         }
         assert_eq!(c.apps().unwrap(), [app("alpha"), app("zeta")]);
         assert_eq!(c.policies().unwrap(), [policy("alpha"), policy("zeta")]);
+    }
+
+    #[test]
+    fn a_version_1_catalog_migrates_keeping_its_records_and_gains_dr_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            // A file exactly as the first release wrote it.
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            let b = complete(backup("b1", "db", "2026-01-01T00:00:00Z"));
+            tx.execute(
+                "INSERT INTO backups (id, app, state, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![b.id, b.app, "complete", time_key(&b.started_at), serde_json::to_string(&b).unwrap()],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let c = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(c.backup("b1").unwrap(), Some(complete(backup("b1", "db", "2026-01-01T00:00:00Z"))));
+        let version: i64 = c.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+
+        let plan = crate::dr::DrPlan {
+            app: "db".into(),
+            source_cluster: "a".into(),
+            destination_cluster: "b".into(),
+            source_svm: "svm1".into(),
+            destination_svm: "svm_dr".into(),
+            volumes: vec![crate::dr::VolumePair { source: "db_data".into(), destination: "db_data_dr".into(), relationship_uuid: Some("r1".into()), reverse_relationship_uuid: None }],
+            policy: crate::dr::POLICY_ASYNC_DEFAULT.into(),
+            schedule: Some(Duration::from_secs(300)),
+            state: crate::dr::DrState::Mirrored,
+            active_site: crate::dr::Site::A,
+            updated_at: at("2026-01-01T00:00:00Z"),
+        };
+        c.put_dr_plan(&plan).unwrap();
+        assert_eq!(c.dr_plan("db").unwrap(), Some(plan));
+        assert_eq!(c.dr_plan("other").unwrap(), None);
+        let failover = |id: &str, app: &str, t: &str| crate::dr::FailoverRecord {
+            id: id.into(),
+            app: app.into(),
+            kind: crate::dr::FailoverKind::Unplanned,
+            state: crate::dr::FailoverState::Complete,
+            from_site: crate::dr::Site::A,
+            to_site: crate::dr::Site::B,
+            started_at: at(t),
+            finished_at: Some(at(t)),
+            restored_backup_id: Some("b1".into()),
+            restored_snapshot: Some("stasis_b1".into()),
+            restored_state_at: Some(at("2026-01-01T00:00:00Z")),
+            expected_point: None,
+            recovered_point: None,
+            rpo: Some(Duration::from_millis(1500)),
+            rto: Some(Duration::from_millis(250)),
+            bytes_transferred: 0,
+            verified: true,
+            divergence: None,
+            error: None,
+        };
+        c.put_failover(&failover("f2", "db", "2026-01-03T00:00:00Z")).unwrap();
+        c.put_failover(&failover("f1", "db", "2026-01-02T00:00:00Z")).unwrap();
+        c.put_failover(&failover("f3", "other", "2026-01-01T00:00:00Z")).unwrap();
+        let got = c.failovers(Some("db")).unwrap();
+        assert_eq!(got.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["f1", "f2"]);
+        assert_eq!(got[0].rpo, Some(Duration::from_millis(1500)));
+        assert_eq!(c.failovers(None).unwrap().len(), 3);
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl std::fmt::Debug for OntapClient {
 
 /// What to do when a create answers 202 (its job still running).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OnAccepted {
+pub(crate) enum OnAccepted {
     /// The call had a deadline and `return_timeout` covered it: the outcome is unknown.
     Indeterminate,
     /// Await the job within `job_wait_max`.
@@ -61,7 +61,7 @@ enum OnAccepted {
 
 /// Why a create looks its object up by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lookup {
+pub(crate) enum Lookup {
     /// Reading back what the array just said it created.
     ReadBack,
     /// An earlier attempt may have landed: only an object that is certainly ours is adopted.
@@ -101,7 +101,7 @@ impl OntapClient {
         })
     }
 
-    fn t(&self) -> &Transport {
+    pub(crate) fn t(&self) -> &Transport {
         &self.transport
     }
 
@@ -180,7 +180,7 @@ impl OntapClient {
         self.volume_info(volume, "").await
     }
 
-    async fn volume_info(
+    pub(crate) async fn volume_info(
         &self,
         volume: wire::Volume,
         svm_asked: &str,
@@ -838,7 +838,7 @@ impl OntapClient {
 
     /// DELETE with a `{}` body. Repeating a delete is harmless and "already gone" (404,
     /// code 4 or one of `gone_codes`) is success, so every uncertain outcome is retried.
-    async fn delete_idempotent(&self, url: url::Url, gone_codes: &[u64]) -> StorageResult<()> {
+    pub(crate) async fn delete_idempotent(&self, url: url::Url, gone_codes: &[u64]) -> StorageResult<()> {
         let gone = |e: &StorageError| match e {
             StorageError::NotFound { .. } => true,
             StorageError::Refused { code, .. } => gone_codes.contains(code),
@@ -899,7 +899,7 @@ impl OntapClient {
     ///
     /// With a `deadline`, every attempt, lookup and pause ends by it.
     #[allow(clippy::too_many_arguments)]
-    async fn create_adopting<T, P, PF, L, LF>(
+    pub(crate) async fn create_adopting<T, P, PF, L, LF>(
         &self,
         what: &str,
         deadline: Option<Instant>,
@@ -1027,7 +1027,7 @@ fn return_timeout_secs(timeout: Duration) -> u64 {
 }
 
 /// A 404 says which URL was missing; say which object instead.
-fn name_not_found(error: StorageError, what: String) -> StorageError {
+pub(crate) fn name_not_found(error: StorageError, what: String) -> StorageError {
     match error {
         StorageError::NotFound { what: detail } => StorageError::NotFound {
             what: format!("{what} ({detail})"),

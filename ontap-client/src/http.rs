@@ -78,6 +78,17 @@ enum SendFailure {
 struct Reply {
     status: StatusCode,
     body: Vec<u8>,
+    /// The `Location` header, which ONTAP sets on creates.
+    location: Option<String>,
+}
+
+/// A write's outcome with what the answer carried: creates that answer 201 without a job
+/// (SnapMirror transfers) name their object in `Location` or in `records`.
+#[derive(Debug)]
+pub(crate) struct WriteAnswer {
+    pub written: Written,
+    pub location: Option<String>,
+    pub body: serde_json::Value,
 }
 
 pub(crate) struct Transport {
@@ -166,6 +177,11 @@ impl Transport {
         }
         let response = request.send().await.map_err(classify_send_error)?;
         let status = response.status();
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = response.bytes().await.map_err(|e| {
             // The status line arrived, so the request was received; only the body was lost.
             SendFailure::MaybeSent(format!("reading the answer failed: {e}"))
@@ -173,6 +189,7 @@ impl Transport {
         Ok(Reply {
             status,
             body: body.to_vec(),
+            location,
         })
     }
 
@@ -280,6 +297,19 @@ impl Transport {
         body: &B,
         timeout: Duration,
     ) -> StorageResult<Written> {
+        self.write_once_answer(method, url, body, timeout)
+            .await
+            .map(|a| a.written)
+    }
+
+    /// As [`Transport::write_once`], keeping the answer's `Location` and body.
+    pub async fn write_once_answer<B: Serialize>(
+        &self,
+        method: Method,
+        url: Url,
+        body: &B,
+        timeout: Duration,
+    ) -> StorageResult<WriteAnswer> {
         let body = serde_json::to_value(body)
             .map_err(|e| refused_locally(format!("cannot encode the request: {e}")))?;
         let reply = match self
@@ -289,6 +319,11 @@ impl Transport {
             Ok(reply) => reply,
             Err(failure) => return Err(failure_error(&method, &url, failure, Call::Write)),
         };
+        let answer = |written: Written| WriteAnswer {
+            written,
+            location: reply.location.clone(),
+            body: serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null),
+        };
         match reply.status {
             StatusCode::ACCEPTED => {
                 let job = serde_json::from_slice::<JobLinkResponse>(&reply.body)
@@ -296,7 +331,7 @@ impl Transport {
                     .and_then(|r| r.job)
                     .and_then(|j| j.job_uuid());
                 match job {
-                    Some(job_uuid) => Ok(Written::Accepted { job_uuid }),
+                    Some(job_uuid) => Ok(answer(Written::Accepted { job_uuid })),
                     None => Err(StorageError::Indeterminate {
                         message: format!(
                             "{method} {}: accepted (202) without a job link: {}",
@@ -306,7 +341,7 @@ impl Transport {
                     }),
                 }
             }
-            status if status.is_success() => Ok(Written::Done),
+            status if status.is_success() => Ok(answer(Written::Done)),
             status => Err(status_error(
                 &method,
                 &url,

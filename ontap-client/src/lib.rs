@@ -17,6 +17,7 @@
 mod client;
 mod config;
 mod http;
+mod snapmirror;
 mod tls;
 mod wire;
 
