@@ -12,6 +12,12 @@ use stasis_scenarios::torture::{self, FaultKind, FaultSet, Mutant, PluginMode, T
 #[derive(Parser)]
 #[command(name = "stasis", version, about = "Application-consistent backups of stateful workloads on NetApp ONTAP")]
 struct Cli {
+    /// The config file for real clusters (apps, ONTAP endpoints, policies, catalog).
+    #[arg(long, global = true, env = "STASIS_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Log lines on stderr as text or JSON (level from STASIS_LOG).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: stasis::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +32,17 @@ enum Command {
     /// crash-consistent vs application-consistent, on a simulated ONTAP cluster started in
     /// this process. The workload is the simulated database. Nothing to configure.
     Demo(DemoArgs),
+    /// Back up one app of the config file now.
+    Backup(stasis::cli::BackupArgs),
+    /// Restore a backup in place (refused while the app's server answers, unless the app
+    /// has stop/start commands) or to a new clone volume.
+    Restore(stasis::cli::RestoreArgs),
+    /// The catalog's backups.
+    #[command(subcommand)]
+    Backups(stasis::cli::BackupsCommand),
+    /// The simulated database's tooling for kind simdb apps (on ontap-sim volumes).
+    #[command(subcommand)]
+    Simdb(stasis::cli::SimdbCommand),
 }
 
 #[derive(clap::Args)]
@@ -253,8 +270,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config = stasis::cli::config_path(cli.config.as_deref());
+    if !matches!(cli.command, Command::Demo(_) | Command::Torture(_)) {
+        stasis::telemetry::init(cli.log_format, "warn");
+    }
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Backup(args) => stasis::cli::backup(&config, args).await,
+            Command::Restore(args) => stasis::cli::restore(&config, args).await,
+            Command::Backups(stasis::cli::BackupsCommand::List(args)) => stasis::cli::backups_list(&config, args).await,
+            Command::Simdb(command) => stasis::cli::simdb(&config, command).await,
             Command::Torture(args) => run_torture(args).await,
             Command::Demo(args) => run_demo(args).await,
         }

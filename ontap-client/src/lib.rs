@@ -29,3 +29,10 @@ pub use config::{
     RETRY_BACKOFF_MAX_DEFAULT,
 };
 pub use secrecy::SecretString;
+
+/// An HTTP client builder that trusts servers as `trust` says (the same rules as
+/// [`OntapClient`]), for callers that reach the same endpoint outside ONTAP's API (the
+/// simulator's `/sim/v1` data plane).
+pub fn http_client_builder(trust: &TlsTrust) -> Result<reqwest::ClientBuilder, ConfigError> {
+    tls::apply(reqwest::Client::builder(), trust)
+}

@@ -185,9 +185,19 @@ impl Orchestrator {
     /// The clones are named `<volume>_<restore id>` and stay for the user; delete them with
     /// [`Orchestrator::delete_clone_restore`].
     pub async fn restore_to_clone(&self, app: &AppSpec, backup_id: &str, plugin: Arc<dyn AppPlugin>) -> WorkflowResult<RestoreRecord> {
+        self.restore_to_clone_named(app, backup_id, plugin, None).await
+    }
+
+    /// As [`Orchestrator::restore_to_clone`], with the clones' names chosen by the caller
+    /// (one per volume of the backup, in the backup's volume order).
+    pub async fn restore_to_clone_named(&self, app: &AppSpec, backup_id: &str, plugin: Arc<dyn AppPlugin>, names: Option<Vec<String>>) -> WorkflowResult<RestoreRecord> {
         let backup = self.restorable(backup_id, app)?;
         let id = self.ids.next("r-");
-        let clone_names: Vec<String> = backup.snapshots.iter().map(|s| format!("{}_{}", s.volume_name, sanitize(&id))).collect();
+        let clone_names: Vec<String> = match names {
+            Some(names) if names.len() == backup.snapshots.len() => names,
+            Some(names) => return Err(WorkflowError::Invalid(format!("{} clone names given for a backup of {} volumes", names.len(), backup.snapshots.len()))),
+            None => backup.snapshots.iter().map(|s| format!("{}_{}", s.volume_name, sanitize(&id))).collect(),
+        };
         let mut record = self.new_restore(&backup, RestoreMode::Clone { clone_names: clone_names.clone() });
         record.id = id;
         let span = tracing::info_span!("restore", id = %record.id, app = %app.name, backup = %backup.id);
