@@ -3,5 +3,6 @@
 //! simulator's volumes. Scenario files (`stasis verify`) build on this.
 
 pub mod demo;
+pub mod mariadb;
 pub mod sim_data;
 pub mod torture;

@@ -207,7 +207,9 @@ impl Orchestrator {
 
         let mut clones: Vec<VolumeInfo> = Vec::new();
         for (s, clone_name) in backup.snapshots.iter().zip(&clone_names) {
-            match self.storage.clone_volume(&s.volume_uuid, &backup.snapshot_name, clone_name, None).await {
+            // Mounted at `/<clone name>` so that a second instance on this host (NFS, or the
+            // simulator's FUSE mounts) can reach the copy.
+            match self.storage.clone_volume(&s.volume_uuid, &backup.snapshot_name, clone_name, Some(&format!("/{clone_name}"))).await {
                 Ok(v) => {
                     record.clone_volumes.push((v.uuid.clone(), v.name.clone()));
                     clones.push(v);
