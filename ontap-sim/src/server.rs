@@ -175,6 +175,7 @@ pub async fn spawn(config: SimConfig) -> anyhow::Result<RunningSim> {
 pub async fn spawn_with(sim: Simulator, config: SimConfig) -> anyhow::Result<RunningSim> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    sim.set_address(addr.to_string());
     let tls = config.tls_dir.as_deref().map(self_signed).transpose()?;
     let app = router(sim.clone(), Credentials { username: config.username, password: config.password });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -37,6 +37,13 @@ struct Inner {
     state: Mutex<ClusterState>,
     faults: FaultInjector,
     clock: Arc<dyn Clock>,
+    /// Where other simulators reach this one (`IP:PORT`), known once it listens.
+    address: Mutex<Option<String>>,
+    /// Client for intercluster calls (peering, SnapMirror transfers).
+    http: reqwest::Client,
+    /// Per-volume lock held across a write and its synchronous replication, so the
+    /// destination applies writes in the source's order.
+    sync_locks: Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// One entry of a directory listing.
@@ -55,7 +62,17 @@ impl Simulator {
 
     pub fn with_clock(config: &ClusterConfig, clock: Arc<dyn Clock>) -> Self {
         Simulator {
-            inner: Arc::new(Inner { state: Mutex::new(ClusterState::new(config)), faults: FaultInjector::new(config.seed), clock }),
+            inner: Arc::new(Inner {
+                state: Mutex::new(ClusterState::new(config)),
+                faults: FaultInjector::new(config.seed),
+                clock,
+                address: Mutex::new(None),
+                http: reqwest::Client::builder()
+                    .connect_timeout(crate::replication::CONNECT_TIMEOUT)
+                    .build()
+                    .expect("building the intercluster HTTP client"),
+                sync_locks: Mutex::new(std::collections::HashMap::new()),
+            }),
         }
     }
 
@@ -65,6 +82,23 @@ impl Simulator {
 
     fn now_system(&self) -> SystemTime {
         self.now().into()
+    }
+
+    /// The address other simulators use to reach this one (set by `server::spawn_with`).
+    pub fn address(&self) -> Option<String> {
+        self.inner.address.lock().clone()
+    }
+
+    pub fn set_address(&self, address: String) {
+        *self.inner.address.lock() = Some(address);
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn sync_lock(&self, volume_uuid: &str) -> Arc<Mutex<()>> {
+        self.inner.sync_locks.lock().entry(volume_uuid.to_string()).or_default().clone()
     }
 
     pub fn faults(&self) -> &FaultInjector {

@@ -25,11 +25,12 @@ pub enum Resource {
     Job,
     ClusterPeer,
     SvmPeer,
+    SnapmirrorPolicy,
 }
 
 impl Resource {
     /// Every resource, in declaration order (the catalog is indexed by `self as usize`).
-    pub const ALL: [Resource; 12] = [
+    pub const ALL: [Resource; 13] = [
         Resource::Cluster,
         Resource::Svm,
         Resource::Aggregate,
@@ -42,6 +43,7 @@ impl Resource {
         Resource::Job,
         Resource::ClusterPeer,
         Resource::SvmPeer,
+        Resource::SnapmirrorPolicy,
     ];
 
     /// The section name in the field catalog, e.g. `"ConsistencyGroupSnapshot"`.
@@ -59,6 +61,7 @@ impl Resource {
             Resource::Job => "Job",
             Resource::ClusterPeer => "ClusterPeer",
             Resource::SvmPeer => "SvmPeer",
+            Resource::SnapmirrorPolicy => "SnapmirrorPolicy",
         }
     }
 

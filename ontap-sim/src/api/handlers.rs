@@ -17,8 +17,8 @@ use crate::error::{ErrorKind, OntapError, SimResult};
 use crate::model::cluster::{ClusterState, CloneRequest, Selector, SnapshotModify, VolumeCreate, VolumeModify};
 use crate::model::volume::{VolumeState, VolumeType};
 
-type Fault = Option<Extension<JobFault>>;
-type ApiResult = Result<Response, OntapError>;
+pub(super) type Fault = Option<Extension<JobFault>>;
+pub(super) type ApiResult = Result<Response, OntapError>;
 
 const VOLUME_KEYS: &[&str] = &["uuid", "name"];
 const RESTORE_PARAMS: &[&str] = &["restore_to.snapshot.name", "restore_to.snapshot.uuid"];
@@ -36,6 +36,8 @@ const VOLUME_FIXED_AFTER_CREATE: &[&str] = &["svm", "aggregates", "type", "style
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
+        .merge(super::peers::routes())
+        .merge(super::snapmirror::routes())
         .route("/cluster", get(get_cluster))
         .route("/cluster/jobs", get(list_jobs))
         .route("/cluster/jobs/{uuid}", get(get_job))
@@ -53,30 +55,37 @@ pub fn routes() -> Router<ApiState> {
         .route("/application/consistency-groups/{uuid}/snapshots/{snapshot}", get(get_cg_snapshot).delete(delete_cg_snapshot))
 }
 
-fn query(raw: &Option<String>, resource: Resource, operation: &[&str]) -> SimResult<OntapQuery> {
+pub(super) fn query(raw: &Option<String>, resource: Resource, operation: &[&str]) -> SimResult<OntapQuery> {
     OntapQuery::parse(raw.as_deref(), resource, operation)
 }
 
-fn collection(records: Vec<Value>, q: &OntapQuery, path: &str, keys: &[&str]) -> ApiResult {
+pub(super) fn collection(records: Vec<Value>, q: &OntapQuery, path: &str, keys: &[&str]) -> ApiResult {
     Ok(Json(collection_response(records, q, path, keys, &[], "uuid")?).into_response())
 }
 
-fn instance(full: Value, q: &OntapQuery, keys: &[&str]) -> ApiResult {
+pub(super) fn instance(full: Value, q: &OntapQuery, keys: &[&str]) -> ApiResult {
     Ok(Json(project(&full, q.fields.as_deref(), keys, &[], &[], true)).into_response())
 }
 
-fn fault(f: Fault) -> Option<crate::control::faults::FaultAction> {
+pub(super) fn fault(f: Fault) -> Option<crate::control::faults::FaultAction> {
     f.map(|Extension(JobFault(action))| action)
 }
 
 /// Default `return_timeout` for writes is 0: answer 202 at once with the job.
-fn return_timeout(q: &OntapQuery) -> u64 {
+pub(super) fn return_timeout(q: &OntapQuery) -> u64 {
     q.return_timeout_s.unwrap_or(0)
 }
 
-async fn write(state: &ApiState, f: Fault, q: &OntapQuery, description: String, done: StatusCode, location: Option<String>, op: WriteOp) -> ApiResult {
+pub(super) async fn write(state: &ApiState, f: Fault, q: &OntapQuery, description: String, done: StatusCode, location: Option<String>, op: WriteOp) -> ApiResult {
     let timeout = return_timeout(q);
     let (job, outcome) = run_job(state, fault(f), description, timeout, op).await?;
+    Ok(write_response(&job, outcome, timeout, done, location))
+}
+
+/// A write that talks to a peer cluster: the same answer, the work in a background job.
+pub(super) async fn write_async(state: &ApiState, f: Fault, q: &OntapQuery, description: String, done: StatusCode, location: Option<String>, op: super::AsyncOp) -> ApiResult {
+    let timeout = return_timeout(q);
+    let (job, outcome) = super::run_async_job(state, fault(f), description, timeout, op).await?;
     Ok(write_response(&job, outcome, timeout, done, location))
 }
 

@@ -4,6 +4,8 @@
 pub mod body;
 pub mod fields;
 mod handlers;
+mod peers;
+mod snapmirror;
 pub mod query;
 pub mod render;
 
@@ -163,7 +165,8 @@ fn credentials_match(expected: &Credentials, header: Option<&HeaderValue>) -> bo
 }
 
 async fn authenticate(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if credentials_match(&state.credentials, req.headers().get(header::AUTHORIZATION)) {
+    // Intercluster calls authenticate with the cluster peer passphrase instead.
+    if req.uri().path().starts_with("/sim/v1/intercluster/") || credentials_match(&state.credentials, req.headers().get(header::AUTHORIZATION)) {
         return next.run(req).await;
     }
     OntapError::new(ErrorKind::Unauthorized, 6691623, "User is not authorized.").into_response()
@@ -258,6 +261,50 @@ async fn run_job(state: &ApiState, fault: Option<FaultAction>, description: Stri
                 Err(_) => Ok((job, None)),
             }
         }
+    }
+}
+
+/// A write whose work is asynchronous (it talks to a peer cluster): run as a job.
+pub type AsyncOp = std::pin::Pin<Box<dyn std::future::Future<Output = SimResult<()>> + Send>>;
+
+/// Run `op` as a job in the background, answering once it ends or `return_timeout` passes.
+/// Job faults apply as for [`run_job`]: `job_fail` fails it without running `op`, `job_hang`
+/// never runs it, `job_delay` runs it late.
+async fn run_async_job(state: &ApiState, fault: Option<FaultAction>, description: String, return_timeout_s: u64, op: AsyncOp) -> SimResult<(String, Outcome)> {
+    let sim = &state.sim;
+    let now = sim.now();
+    let delay_ms = match fault {
+        Some(FaultAction::JobFail { code, message }) => {
+            let failure = Err(OntapError::new(ErrorKind::Refused, code, message));
+            let job = sim.transact(|s| Ok(s.record_job(description, Some(&failure), now)))?;
+            return Ok((job, Some(failure)));
+        }
+        Some(FaultAction::JobHang) => {
+            let job = sim.transact(|s| Ok(s.record_job(description, None, now)))?;
+            tokio::time::sleep(Duration::from_secs(return_timeout_s)).await;
+            return Ok((job, None));
+        }
+        Some(FaultAction::JobDelay { ms }) => ms,
+        _ => 0,
+    };
+    let job = sim.transact(|s| Ok(s.record_job(description, None, now)))?;
+    let (sim2, job2) = (sim.clone(), job.clone());
+    let task = tokio::spawn(async move {
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        let result = op.await;
+        let now = sim2.now();
+        let _ = sim2.transact(|s| {
+            s.finish_job(&job2, &result, now);
+            Ok(())
+        });
+        result
+    });
+    match tokio::time::timeout(Duration::from_secs(return_timeout_s), task).await {
+        Ok(Ok(result)) => Ok((job, Some(result))),
+        Ok(Err(join_error)) => Err(OntapError::internal(format!("job task failed: {join_error}"))),
+        Err(_) => Ok((job, None)),
     }
 }
 

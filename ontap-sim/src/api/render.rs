@@ -130,7 +130,7 @@ pub fn snapshot(v: &Volume, s: &Snapshot) -> Value {
         "create_time": time(&s.create_time),
         "size": v.snapshot_size(s),
         "state": "valid",
-        "version_uuid": s.uuid,
+        "version_uuid": s.version_uuid,
         "_links": link(format!("/api/storage/volumes/{}/snapshots/{}", v.uuid, s.uuid)),
     });
     let obj = out.as_object_mut().expect("object");

@@ -3,6 +3,7 @@
 //! of [`crate::sim::Simulator`] for in-process callers.
 
 pub mod faults;
+pub mod intercluster;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -32,6 +33,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/faults/{id}", axum::routing::delete(remove_fault))
         .route("/seed", post(reseed))
+        .nest("/intercluster", intercluster::routes())
 }
 
 #[derive(Deserialize)]

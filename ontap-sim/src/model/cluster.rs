@@ -158,6 +158,10 @@ pub struct ClusterState {
     pub volumes: OrdMap<String, Volume>,
     pub cgs: OrdMap<String, ConsistencyGroup>,
     pub jobs: OrdMap<String, Job>,
+    pub cluster_peers: OrdMap<String, super::peering::ClusterPeer>,
+    pub svm_peers: OrdMap<String, super::peering::SvmPeer>,
+    /// SnapMirror relationships whose destination is on this cluster, as ONTAP lists them.
+    pub relationships: OrdMap<String, super::snapmirror::Relationship>,
     /// Finished jobs by `seq` (oldest first), so evicting the oldest is O(log n), not a scan.
     finished_jobs: OrdMap<u64, String>,
     seq: u64,
@@ -182,9 +186,14 @@ impl ClusterState {
             volumes: OrdMap::new(),
             cgs: OrdMap::new(),
             jobs: OrdMap::new(),
+            cluster_peers: OrdMap::new(),
+            svm_peers: OrdMap::new(),
+            relationships: OrdMap::new(),
             finished_jobs: OrdMap::new(),
             seq: 0,
-            uuid_state: config.seed ^ 0x5354_4153_4953,
+            // The name goes in too: two clusters with the same seed must not share uuids
+            // (peering refuses a cluster with its own uuid).
+            uuid_state: config.seed ^ 0x5354_4153_4953 ^ config.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)),
         };
         state.uuid = state.new_uuid();
         for svm in &config.svms {

@@ -35,7 +35,7 @@ pub struct Block {
 }
 
 impl Block {
-    fn new(birth: u64, data: BlockData) -> Self {
+    pub(super) fn new(birth: u64, data: BlockData) -> Self {
         Block { id: NEXT_BLOCK_ID.fetch_add(1, Ordering::Relaxed), birth, data }
     }
 }
@@ -153,8 +153,8 @@ impl NewInode {
 /// SnapRestore), so an (inode, index, block id) names one block for good.
 #[derive(Clone, Debug)]
 pub struct Fs {
-    inodes: OrdMap<u64, Inode>,
-    next_ino: u64,
+    pub(super) inodes: OrdMap<u64, Inode>,
+    pub(super) next_ino: u64,
 }
 
 fn zero_block() -> BlockData {

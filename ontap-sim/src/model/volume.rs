@@ -73,6 +73,9 @@ impl VolumeType {
 pub struct Snapshot {
     pub uuid: String,
     pub name: String,
+    /// The same on every copy of this snapshot (source and SnapMirror destinations), so two
+    /// volumes can find their common snapshots.
+    pub version_uuid: String,
     pub epoch: u64,
     pub fs: Fs,
     pub create_time: DateTime<Utc>,
@@ -93,7 +96,7 @@ impl Snapshot {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Named {
     pub uuid: String,
     pub name: String,
@@ -258,6 +261,7 @@ impl Volume {
         self.check_snapshot_create(name)?;
         let epoch = self.ledger.snapshot();
         self.snapshots.push_back(Snapshot {
+            version_uuid: uuid.clone(),
             uuid,
             name: name.to_string(),
             epoch,
@@ -269,6 +273,37 @@ impl Volume {
             clone_uuids: OrdSet::new(),
         });
         Ok(self.snapshots.back().expect("just pushed"))
+    }
+
+    /// A snapshot arriving by SnapMirror: taken of the active file system (which the
+    /// transfer just made equal to the source's snapshot), keeping the source's identity.
+    /// Allowed on DP volumes, unlike a client's snapshot create.
+    pub fn add_replica_snapshot(&mut self, uuid: String, meta: &super::snapmirror::SnapshotMeta) -> SimResult<()> {
+        if self.snapshots.len() >= SNAPSHOTS_PER_VOLUME_MAX {
+            return Err(OntapError::new(ErrorKind::Refused, 525062, "Cannot exceed maximum number of snapshots."));
+        }
+        let epoch = self.ledger.snapshot();
+        self.snapshots.push_back(Snapshot {
+            uuid,
+            name: meta.name.clone(),
+            version_uuid: meta.version_uuid.clone(),
+            epoch,
+            fs: self.fs.clone(),
+            create_time: meta.create_time,
+            comment: meta.comment.clone(),
+            snapmirror_label: meta.snapmirror_label.clone(),
+            expiry_time: None,
+            clone_uuids: OrdSet::new(),
+        });
+        Ok(())
+    }
+
+    /// SnapMirror retention on a destination (not a client's delete, which DP refuses).
+    pub fn remove_replica_snapshot(&mut self, uuid: &str) {
+        if let Some(index) = self.snapshots.iter().position(|s| s.uuid == uuid) {
+            let snapshot = self.snapshots.remove(index);
+            self.ledger.delete_snapshot(snapshot.epoch);
+        }
     }
 
     pub fn check_snapshot_delete(&self, uuid: &str) -> SimResult<usize> {
