@@ -7,6 +7,7 @@
 //! as a killed process would), after which [`Orchestrator::reconcile`] must repair things.
 
 mod backup;
+pub mod dr;
 mod reconcile;
 mod restore;
 mod retention;
