@@ -938,6 +938,22 @@ impl SimDb {
         Ok(SimDb::open(volume_data, volumes, clock)?.0)
     }
 
+    /// An instance that is not running: the standby of a DR plan, on volumes that a mirror
+    /// fills. An in-place `recover` (a failover) opens it; nothing is read before that.
+    pub fn standby(volume_data: Arc<dyn VolumeData>, volumes: SimDbVolumes, clock: Arc<dyn Clock>) -> SimDb {
+        let inner = Inner {
+            n_keys: 0,
+            constant_total: None,
+            mem: None,
+            fence: Fence::Open,
+            session_lost: false,
+            fault: None,
+            freeze_log: Vec::new(),
+            recoveries: Vec::new(),
+        };
+        SimDb { volume_data, volumes, clock, inner: Mutex::new(inner), thaw: Notify::new() }
+    }
+
     /// Open an existing database, running crash recovery.
     pub fn open(
         volume_data: Arc<dyn VolumeData>,

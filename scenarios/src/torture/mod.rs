@@ -2,6 +2,7 @@
 //! checked against the invariants in DESIGN.md. The same seed gives the same cases; a
 //! failing case is shrunk and printed with the command that replays it.
 
+pub mod dr;
 pub mod spec;
 pub mod world;
 pub mod wrappers;
