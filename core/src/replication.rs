@@ -217,6 +217,10 @@ pub trait Replication: Send + Sync {
     async fn create_relationship(&self, source: &VolumePath, destination: &VolumePath, policy: &str) -> StorageResult<RelationshipInfo>;
     /// Initialize / resync / resume (`Snapmirrored`), break (`BrokenOff`), quiesce (`Paused`).
     async fn set_relationship_state(&self, uuid: &str, state: MirrorState) -> StorageResult<()>;
+    /// Reverse resync (failback): on the destination's cluster, swap the paths with state
+    /// `snapmirrored`. The old source reverts to the newest common snapshot and becomes the
+    /// mirror; the relationship now lives on the old source's cluster.
+    async fn reverse_relationship(&self, uuid: &str, source: &VolumePath, destination: &VolumePath) -> StorageResult<()>;
     /// Delete the relationship (on the destination; the source's side is released).
     async fn delete_relationship(&self, uuid: &str) -> StorageResult<()>;
 

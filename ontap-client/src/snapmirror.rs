@@ -576,6 +576,23 @@ impl Replication for OntapClient {
         }
     }
 
+    #[tracing::instrument(skip(self), fields(source = %source, destination = %destination))]
+    async fn reverse_relationship(&self, uuid: &str, source: &VolumePath, destination: &VolumePath) -> StorageResult<()> {
+        // ONTAP reverses a relationship by PATCHing it with the paths swapped.
+        let url = self.t().url(&["snapmirror", "relationships", uuid], &[]);
+        let body = serde_json::json!({
+            "source": {"path": destination.to_string()},
+            "destination": {"path": source.to_string()},
+            "state": MirrorState::Snapmirrored.as_ontap(),
+        });
+        self.t()
+            .write_and_wait(Method::PATCH, url, &body)
+            .await
+            .map_err(|e| name_not_found(e, format!("SnapMirror relationship {uuid}")))?;
+        info!("relationship reversed");
+        Ok(())
+    }
+
     #[tracing::instrument(skip(self))]
     async fn delete_relationship(&self, uuid: &str) -> StorageResult<()> {
         let url = self.t().url(&["snapmirror", "relationships", uuid], &[]);

@@ -133,6 +133,20 @@ async fn state_changes_are_patches_awaited_as_jobs_and_job_failures_carry_ontap_
 }
 
 #[tokio::test]
+async fn a_reverse_resync_patches_the_swapped_paths_with_state_snapmirrored() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path("/api/snapmirror/relationships/r1"))
+        .and(body_json(json!({"source": {"path": "svm_dr:db_data"}, "destination": {"path": "svm0:db_data"}, "state": "snapmirrored"})))
+        .respond_with(ResponseTemplate::new(202).set_body_json(job_accepted("j-rev")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_job(&server, "j-rev", "success", 0, "success").await;
+    client(&server).reverse_relationship("r1", &VolumePath::new("svm0", "db_data"), &VolumePath::new("svm_dr", "db_data")).await.unwrap();
+}
+
+#[tokio::test]
 async fn an_update_names_its_snapshot_and_is_followed_by_its_location() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))

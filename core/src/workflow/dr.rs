@@ -643,7 +643,7 @@ impl Orchestrator {
     /// Back to site A: reverse resync (A becomes the mirror of B; what A wrote after the last
     /// common snapshot is discarded, so it is reported first and needs `confirm`), then the
     /// planned switch back (stop on B, final update, break, start on A), then A -> B mirrors
-    /// again (resync on B).
+    /// again (reversed once more; B reverts to the final snapshot, which A holds too).
     #[allow(clippy::too_many_arguments)]
     pub async fn failback(&self, app: &AppSpec, a: &DrSite, b: &DrSite, plugin_a: Arc<dyn AppPlugin>, plugin_b: Arc<dyn AppPlugin>, confirm: bool, bounds: DrBounds) -> WorkflowResult<FailbackOutcome> {
         let mut plan = self.dr_plan_of(&app.name)?;
@@ -672,19 +672,21 @@ impl Orchestrator {
 
     #[allow(clippy::too_many_arguments)]
     async fn failback_steps(&self, app: &AppSpec, a: &DrSite, b: &DrSite, plugin_a: &Arc<dyn AppPlugin>, plugin_b: &Arc<dyn AppPlugin>, plan: &mut DrPlan, record: &mut FailoverRecord, bounds: DrBounds) -> WorkflowResult<()> {
-        // 1. Reverse resync: relationships B -> A, on A.
+        // 1. Reverse resync: each A -> B relationship is reversed on B and lives on A as B -> A.
         if plan.state == DrState::FailedOver {
             for i in 0..plan.volumes.len() {
                 let pair = plan.volumes[i].clone();
-                let r = a
-                    .replication
-                    .create_relationship(&VolumePath::new(&plan.destination_svm, &pair.destination), &VolumePath::new(&plan.source_svm, &pair.source), &plan.policy)
-                    .await?;
-                plan.volumes[i].reverse_relationship_uuid = Some(r.uuid.clone());
+                let (on_a, on_b) = (VolumePath::new(&plan.source_svm, &pair.source), VolumePath::new(&plan.destination_svm, &pair.destination));
+                let reversed = match Self::relationship_between(a, &plan.source_svm, &on_b, &on_a).await? {
+                    Some(r) => r,
+                    None => {
+                        let uuid = pair.relationship_uuid.clone().ok_or_else(|| invalid(format!("volume {} has no relationship to reverse", pair.source)))?;
+                        b.replication.reverse_relationship(&uuid, &on_a, &on_b).await?;
+                        Self::relationship_between(a, &plan.source_svm, &on_b, &on_a).await?.ok_or_else(|| invalid(format!("relationship {on_b} -> {on_a} reversed but not listed at {}", a.name)))?
+                    }
+                };
+                plan.volumes[i].reverse_relationship_uuid = Some(reversed.uuid);
                 self.save_plan(plan)?;
-                if r.state != MirrorState::Snapmirrored {
-                    a.replication.set_relationship_state(&r.uuid, MirrorState::Snapmirrored).await?;
-                }
             }
             for pair in plan.volumes.clone() {
                 let uuid = pair.reverse_relationship_uuid.unwrap_or_default();
@@ -703,30 +705,36 @@ impl Orchestrator {
         let a_volumes = a.storage.volumes_by_name(&plan.source_svm, &plan.source_volumes()).await?;
         let snapshot = record.restored_snapshot.clone().unwrap_or_default();
         self.revert_volumes(a.storage.as_ref(), &a_volumes, &snapshot).await?;
-        plan.state = DrState::FailedOver;
         plan.active_site = Site::A;
         self.save_plan(plan)?;
         let expected = record.expected_point.clone();
         self.start_verified(plugin_a, a_volumes, expected.as_ref(), record).await?;
-        // 3. Protect again: A -> B (B reverts to the final snapshot, which both hold), and
-        // the reverse relationships go.
-        for pair in plan.volumes.clone() {
-            if let Some(uuid) = &pair.relationship_uuid {
-                b.replication.set_relationship_state(uuid, MirrorState::Snapmirrored).await?;
-            }
+        // 3. Protect again: reverse once more, so A -> B runs on B (B reverts to the final
+        // snapshot, which both sides hold: nothing written at B is lost).
+        for i in 0..plan.volumes.len() {
+            let pair = plan.volumes[i].clone();
+            let (on_a, on_b) = (VolumePath::new(&plan.source_svm, &pair.source), VolumePath::new(&plan.destination_svm, &pair.destination));
+            let forward = match Self::relationship_between(b, &plan.destination_svm, &on_a, &on_b).await? {
+                Some(r) => r,
+                None => {
+                    let uuid = pair.reverse_relationship_uuid.clone().unwrap_or_default();
+                    a.replication.reverse_relationship(&uuid, &on_b, &on_a).await?;
+                    Self::relationship_between(b, &plan.destination_svm, &on_a, &on_b).await?.ok_or_else(|| invalid(format!("relationship {on_a} -> {on_b} reversed but not listed at {}", b.name)))?
+                }
+            };
+            plan.volumes[i].relationship_uuid = Some(forward.uuid);
+            plan.volumes[i].reverse_relationship_uuid = None;
+            self.save_plan(plan)?;
         }
         for pair in plan.volumes.clone() {
-            if let Some(uuid) = &pair.relationship_uuid {
-                self.await_mirrored(b.replication.as_ref(), uuid, bounds).await?;
-            }
-            if let Some(uuid) = &pair.reverse_relationship_uuid {
-                a.replication.delete_relationship(uuid).await?;
-            }
-        }
-        for p in plan.volumes.iter_mut() {
-            p.reverse_relationship_uuid = None;
+            self.await_mirrored(b.replication.as_ref(), pair.relationship_uuid.as_deref().unwrap_or_default(), bounds).await?;
         }
         self.finish_failover(record, plan, DrState::Mirrored, Site::A)
+    }
+
+    /// The relationship `source` -> `destination` listed on `site` (its destination).
+    async fn relationship_between(site: &DrSite, destination_svm: &str, source: &VolumePath, destination: &VolumePath) -> WorkflowResult<Option<crate::replication::RelationshipInfo>> {
+        Ok(site.replication.relationships(destination_svm).await?.into_iter().find(|r| r.source == *source && r.destination == *destination))
     }
 
     // ------------------------------------------------------------------ drill
