@@ -8,9 +8,8 @@ use std::time::Duration;
 use stasis_core::catalog::Catalog;
 use stasis_core::domain::Consistency;
 use stasis_core::dr::{DrState, FailoverKind, FailoverState, Site};
-use stasis_core::plugin::AppPlugin;
 use stasis_core::plugins::simdb::{consistency_point, SimDb};
-use stasis_core::replication::{MirrorState, Replication};
+use stasis_core::replication::MirrorState;
 use stasis_core::workflow::dr::FailbackOutcome;
 use stasis_scenarios::torture::dr::{TwoSites, TwoSitesConfig, SVM_B};
 
