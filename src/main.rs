@@ -156,6 +156,7 @@ async fn run_torture(args: TortureArgs) -> anyhow::Result<ExitCode> {
         replay: replay.or_else(|| args.case_seed.map(|s| torture::spec::generate(s, &parse_faults(&args.faults).unwrap_or_else(|_| FaultSet::all())).current())),
         failures_max: 5,
         parallel: args.parallel.max(1),
+        strategy: None,
     };
     let bar = (!args.json).then(|| {
         let bar = indicatif::ProgressBar::new(opts.cases);

@@ -39,6 +39,8 @@ pub struct TortureOptions {
     /// flight use the machine better; each has its own simulator and seed, so results do
     /// not depend on it.
     pub parallel: usize,
+    /// Generate cases from this strategy instead of the default one (a scenario file's).
+    pub strategy: Option<proptest::strategy::BoxedStrategy<CaseSpec>>,
 }
 
 impl Default for TortureOptions {
@@ -55,6 +57,7 @@ impl Default for TortureOptions {
             replay: None,
             failures_max: 5,
             parallel: 2,
+            strategy: None,
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct TortureReport {
     pub secret_leaks: u64,
     pub other_violations: u64,
     pub freeze_window_ms: Percentiles,
+    /// The worst achieved RPO of any case, in acknowledged transactions no live backup held.
+    pub rpo_transactions_max: u64,
     pub first_failing_seed: Option<u64>,
     pub failing_cases: Vec<FailingCase>,
     pub seconds: f64,
@@ -227,6 +232,7 @@ pub async fn run_campaign(opts: &TortureOptions, mut progress: impl FnMut(u64, u
         secret_leaks: 0,
         other_violations: 0,
         freeze_window_ms: percentiles(Vec::new()),
+        rpo_transactions_max: 0,
         first_failing_seed: None,
         failing_cases: Vec::new(),
         seconds: 0.0,
@@ -239,7 +245,10 @@ pub async fn run_campaign(opts: &TortureOptions, mut progress: impl FnMut(u64, u
         let batch: Vec<(u64, Box<dyn proptest::strategy::ValueTree<Value = CaseSpec>>)> = (first..total.min(first + parallel))
             .map(|index| {
                 let case_seed = if opts.replay.is_some() { opts.seed } else { spec::case_seed(opts.seed, index) };
-                (case_seed, spec::generate(case_seed, &opts.faults))
+                (case_seed, match &opts.strategy {
+                    Some(strategy) => spec::generate_from(case_seed, strategy),
+                    None => spec::generate(case_seed, &opts.faults),
+                })
             })
             .collect();
         let cases: Vec<(CaseSpec, u64)> = batch.iter().map(|(seed, tree)| (opts.replay.clone().unwrap_or_else(|| tree.current()), *seed)).collect();
@@ -269,6 +278,7 @@ impl TortureReport {
         report.freeze_bound_breaches += result.freeze_bound_breaches;
         report.orphans += result.orphans;
         report.duplicate_snapshots += result.duplicate_snapshots;
+        report.rpo_transactions_max = report.rpo_transactions_max.max(result.rpo_transactions_max);
         let leaked = result.violations.iter().any(|v| v.contains("password appeared"));
         report.secret_leaks += u64::from(leaked);
         let counted = result.inconsistent_restores + result.freeze_bound_breaches + result.orphans + result.duplicate_snapshots + u64::from(leaked);

@@ -65,8 +65,6 @@ impl FaultKind {
     pub fn parse(name: &str) -> Option<FaultKind> {
         serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
     }
-
-    const ARRAY: [FaultKind; 6] = [FaultKind::Ontap5xx, FaultKind::JobFailure, FaultKind::RequestTimeout, FaultKind::ConnectionReset, FaultKind::SlowJob, FaultKind::AuthFailure];
 }
 
 /// A fault with the knobs that place it, all drawn from the case's seed.
@@ -108,6 +106,14 @@ pub struct CaseSpec {
     /// Data and log on two volumes (needs a consistency-group snapshot) or one.
     pub two_volumes: bool,
     pub ops: Vec<Op>,
+    /// Snapshots another tool already keeps on each volume (not Stasis's to delete), so a
+    /// case can run close to ONTAP's 1023-snapshot limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub foreign_snapshots: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 /// Which fault kinds a campaign injects.
@@ -134,14 +140,39 @@ fn fault_strategy(kinds: Vec<FaultKind>) -> BoxedStrategy<Option<Fault>> {
     proptest::option::weighted(0.7, fault).boxed()
 }
 
+/// The fault kinds an operation can carry (what `World::arm` knows how to place there).
+pub const BACKUP_FAULTS: [FaultKind; 13] = [
+    FaultKind::Ontap5xx,
+    FaultKind::JobFailure,
+    FaultKind::RequestTimeout,
+    FaultKind::ConnectionReset,
+    FaultKind::SlowJob,
+    FaultKind::AuthFailure,
+    FaultKind::SnapshotLimit,
+    FaultKind::QuiesceFailure,
+    FaultKind::PluginHang,
+    FaultKind::SessionKilled,
+    FaultKind::OrchestratorCrash,
+    FaultKind::CatalogWriteFailure,
+    FaultKind::SnapshotVanished,
+];
+pub const RESTORE_FAULTS: [FaultKind; 8] = [
+    FaultKind::Ontap5xx,
+    FaultKind::JobFailure,
+    FaultKind::RequestTimeout,
+    FaultKind::ConnectionReset,
+    FaultKind::SlowJob,
+    FaultKind::AuthFailure,
+    FaultKind::OrchestratorCrash,
+    FaultKind::CatalogWriteFailure,
+];
+pub const RETENTION_FAULTS: [FaultKind; 7] =
+    [FaultKind::Ontap5xx, FaultKind::JobFailure, FaultKind::RequestTimeout, FaultKind::ConnectionReset, FaultKind::BusySnapshot, FaultKind::CatalogWriteFailure, FaultKind::OrchestratorCrash];
+
 fn op_strategy(faults: &FaultSet) -> BoxedStrategy<Op> {
-    let backup_kinds = faults.pick(&[
-        &FaultKind::ARRAY[..],
-        &[FaultKind::SnapshotLimit, FaultKind::QuiesceFailure, FaultKind::PluginHang, FaultKind::SessionKilled, FaultKind::OrchestratorCrash, FaultKind::CatalogWriteFailure, FaultKind::SnapshotVanished],
-    ]
-    .concat());
-    let restore_kinds = faults.pick(&[&FaultKind::ARRAY[..], &[FaultKind::OrchestratorCrash, FaultKind::CatalogWriteFailure]].concat());
-    let retention_kinds = faults.pick(&[FaultKind::Ontap5xx, FaultKind::JobFailure, FaultKind::RequestTimeout, FaultKind::ConnectionReset, FaultKind::BusySnapshot, FaultKind::CatalogWriteFailure, FaultKind::OrchestratorCrash]);
+    let backup_kinds = faults.pick(&BACKUP_FAULTS);
+    let restore_kinds = faults.pick(&RESTORE_FAULTS);
+    let retention_kinds = faults.pick(&RETENTION_FAULTS);
     prop_oneof![
         4 => (1u8..12, 0u8..8).prop_map(|(commits, background_steps)| Op::Work { commits, background_steps }),
         5 => fault_strategy(backup_kinds).prop_map(|fault| Op::Backup { fault }),
@@ -160,7 +191,7 @@ pub fn case_strategy(faults: &FaultSet) -> BoxedStrategy<CaseSpec> {
             if !ops.iter().any(|op| matches!(op, Op::Backup { .. })) {
                 ops.insert(1, Op::Backup { fault: None });
             }
-            CaseSpec { seed, two_volumes, ops }
+            CaseSpec { seed, two_volumes, ops, foreign_snapshots: 0 }
         })
         .boxed()
 }
@@ -182,8 +213,13 @@ fn runner_for(case_seed: u64) -> TestRunner {
 
 /// The case a seed stands for, and the tree proptest shrinks it along.
 pub fn generate(case_seed: u64, faults: &FaultSet) -> Box<dyn ValueTree<Value = CaseSpec>> {
+    generate_from(case_seed, &case_strategy(faults))
+}
+
+/// The case a seed stands for under another strategy (a scenario file's).
+pub fn generate_from(case_seed: u64, strategy: &BoxedStrategy<CaseSpec>) -> Box<dyn ValueTree<Value = CaseSpec>> {
     let mut runner = runner_for(case_seed);
-    Box::new(case_strategy(faults).new_tree(&mut runner).expect("the case strategy never rejects"))
+    Box::new(strategy.new_tree(&mut runner).expect("case strategies never reject"))
 }
 
 #[cfg(test)]

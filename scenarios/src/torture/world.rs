@@ -70,6 +70,9 @@ pub struct CaseResult {
     pub orphans: u64,
     pub duplicate_snapshots: u64,
     pub incomplete_evidence: u64,
+    /// The most acknowledged transactions that no live backup held, after any operation
+    /// (what a disaster at that moment would have lost: the achieved RPO, in transactions).
+    pub rpo_transactions_max: u64,
     /// Freeze windows as the database measured them, in milliseconds.
     pub freeze_windows_ms: Vec<f64>,
     pub violations: Vec<String>,
@@ -138,7 +141,12 @@ impl World {
                 junction_path: Some(format!("/{name}")),
                 ..Default::default()
             };
-            volume_uuids.push(sim.sim().transact(|s| s.create_volume(req.clone(), chrono::Utc::now())).map_err(|e| anyhow::anyhow!("{e}"))?);
+            let uuid = sim.sim().transact(|s| s.create_volume(req.clone(), chrono::Utc::now())).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let now = chrono::Utc::now();
+            sim.sim()
+                .transact(|s| (0..spec.foreign_snapshots).try_for_each(|i| s.create_snapshot(&uuid, &format!("foreign_{i}"), SnapshotModify::default(), now).map(|_| ())))
+                .map_err(|e| anyhow::anyhow!("creating foreign snapshots: {e}"))?;
+            volume_uuids.push(uuid);
         }
         let data = Arc::new(SimVolumeData::new(sim.sim().clone()));
         let volumes = match volume_uuids.as_slice() {
@@ -411,6 +419,13 @@ impl World {
             }
             self.resync_after_reopen("after an in-place restore or restart");
         }
+        self.measure_rpo();
+    }
+
+    fn measure_rpo(&mut self) {
+        let acknowledged = self.states.keys().next_back().copied().unwrap_or(0);
+        let newest_backed_up = self.live_backups().iter().filter_map(|b| self.expected.get(&b.id).map(|(point, _)| *point)).max().unwrap_or(0);
+        self.result.rpo_transactions_max = self.result.rpo_transactions_max.max(acknowledged.saturating_sub(newest_backed_up));
     }
 
     async fn backup(&mut self) {
