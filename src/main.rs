@@ -43,6 +43,40 @@ enum Command {
     /// The simulated database's tooling for kind simdb apps (on ontap-sim volumes).
     #[command(subcommand)]
     Simdb(stasis::cli::SimdbCommand),
+    /// Run scenario files (scenarios/*.yaml) as seeded campaigns and give each its verdict;
+    /// --junit writes JUnit XML for CI. Exit status 0 only when every scenario passed.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Scenario files (YAML, see scenarios/scenario.schema.json).
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+    /// Cases per scenario (default: the scenario's campaign.cases, else 20).
+    #[arg(long)]
+    cases: Option<u64>,
+    /// Campaign seed (default: the scenario's campaign.seed, else 1).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run only the case with this seed (as printed for a failure).
+    #[arg(long)]
+    case_seed: Option<u64>,
+    /// Run exactly this case, given as JSON (the shrunk case printed for a failure); needs --case-seed.
+    #[arg(long, requires = "case_seed")]
+    replay: Option<String>,
+    /// Write JUnit XML here.
+    #[arg(long)]
+    junit: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of the verdicts.
+    #[arg(long)]
+    json: bool,
+    /// Cases run at once per scenario.
+    #[arg(long, default_value_t = 2)]
+    parallel: usize,
+    /// The ONTAP client's request timeout in the cases, in milliseconds (raise it on a loaded machine).
+    #[arg(long, default_value_t = 50)]
+    client_timeout_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -262,6 +296,69 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(if run.report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    use stasis_scenarios::verify;
+    // Every file is checked before anything runs: a typo in the last one fails at once.
+    let mut scenarios = Vec::new();
+    let mut invalid = false;
+    for file in &args.files {
+        match verify::load(file) {
+            Ok(s) => scenarios.push(s),
+            Err(errors) => {
+                invalid = true;
+                for e in errors {
+                    eprintln!("error: {e}");
+                }
+            }
+        }
+    }
+    if invalid {
+        bail!("invalid scenario file(s): nothing was run");
+    }
+    let replay = match &args.replay {
+        Some(json) => Some(serde_json::from_str(json).context("--replay takes a case as JSON, as printed for a failing case")?),
+        None => None,
+    };
+    let opts = verify::VerifyOptions {
+        cases: args.cases,
+        seed: args.seed,
+        case_seed: args.case_seed,
+        replay,
+        parallel: args.parallel.max(1),
+        client_timeout: Duration::from_millis(args.client_timeout_ms.max(5)),
+    };
+    let mut report = verify::VerifyReport { scenarios: Vec::new() };
+    for scenario in &scenarios {
+        let bar = (!args.json).then(|| {
+            let bar = indicatif::ProgressBar::new(opts.cases.unwrap_or(0));
+            bar.set_style(indicatif::ProgressStyle::with_template("{msg:30} {bar:30} {pos}/{len} cases  {elapsed}").expect("valid template"));
+            bar.set_message(scenario.name.clone());
+            bar
+        });
+        let result = verify::run_scenario(scenario, &opts, |done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        })
+        .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+            print!("{}", verify::render_one(&result));
+        }
+        report.scenarios.push(result);
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, verify::junit(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", verify::render_summary(&report));
+    }
+    Ok(if report.all_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -272,7 +369,8 @@ fn main() -> ExitCode {
         }
     };
     let config = stasis::cli::config_path(cli.config.as_deref());
-    if !matches!(cli.command, Command::Demo(_) | Command::Torture(_)) {
+    // torture and verify install their own subscriber: it captures log lines for the secret check.
+    if !matches!(cli.command, Command::Demo(_) | Command::Torture(_) | Command::Verify(_)) {
         stasis::telemetry::init(cli.log_format, "warn");
     }
     let result = runtime.block_on(async {
@@ -283,6 +381,7 @@ fn main() -> ExitCode {
             Command::Simdb(command) => stasis::cli::simdb(&config, command).await,
             Command::Torture(args) => run_torture(args).await,
             Command::Demo(args) => run_demo(args).await,
+            Command::Verify(args) => run_verify(args).await,
         }
     });
     match result {

@@ -1,8 +1,9 @@
 //! Consistency verification: the seeded fault-injection harness behind `stasis torture`,
 //! its checkers, and the adapter that lets the simulated database write into the
-//! simulator's volumes. Scenario files (`stasis verify`) build on this.
+//! simulator's volumes, and scenario files (`stasis verify`) that run campaigns on it.
 
 pub mod demo;
 pub mod mariadb;
 pub mod sim_data;
 pub mod torture;
+pub mod verify;

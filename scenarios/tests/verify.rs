@@ -1,0 +1,234 @@
+//! `stasis verify`: every shipped scenario gives its expected verdict with a small case
+//! count (the negative control must find what it exists to catch), malformed files are
+//! refused with the line and the field, a failure's reproduce command reproduces it, and
+//! the JUnit output says what CI systems read.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stasis_scenarios::verify::{self, Outcome, ScenarioResult, VerifyOptions, VerifyReport};
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{name}.yaml"))
+}
+
+fn options(cases: u64) -> VerifyOptions {
+    // Tests share two cores with each other and with debug builds: a longer client timeout
+    // keeps a scheduling stall from looking like an injected fault (as in torture.rs).
+    VerifyOptions { cases: Some(cases), client_timeout: Duration::from_millis(150), ..VerifyOptions::default() }
+}
+
+async fn run(name: &str, cases: u64) -> ScenarioResult {
+    let scenario = verify::load(&scenario_path(name)).unwrap_or_else(|e| panic!("{name} does not load: {e:?}"));
+    assert_eq!(scenario.name, name, "a scenario is named like its file");
+    verify::run_scenario(&scenario, &options(cases), |_, _| {}).await
+}
+
+fn show(r: &ScenarioResult) -> String {
+    verify::render_one(r)
+}
+
+#[test]
+fn the_library_has_the_scenarios_the_issue_lists() {
+    let mut names: Vec<String> = std::fs::read_dir(env!("CARGO_MANIFEST_DIR"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".yaml").map(str::to_string))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "array-timeouts-and-job-failures",
+            "cg-multi-volume",
+            "crash-consistent-negative-control",
+            "orchestrator-crash-mid-backup",
+            "restore-to-clone",
+            "retention-at-snapshot-limit",
+            "single-volume-mysql",
+            "unplanned-dr-failover"
+        ],
+        "every shipped scenario has a test below"
+    );
+    for name in &names {
+        verify::load(&scenario_path(name)).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cg_multi_volume_passes() {
+    let r = run("cg-multi-volume", 6).await;
+    assert_eq!(r.outcome, Outcome::Pass, "{}", show(&r));
+    let report = r.report.as_ref().unwrap();
+    assert!(report.backups_complete > 0 && report.restores > report.backups_complete, "{}", show(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_consistent_negative_control_finds_inconsistent_restores() {
+    let r = run("crash-consistent-negative-control", 6).await;
+    assert_eq!(r.outcome, Outcome::Pass, "the negative control must find what it exists to catch: {}", show(&r));
+    assert!(r.report.as_ref().unwrap().inconsistent_restores > 0);
+    assert!(r.reasons[0].contains("found") && r.reasons[0].contains("inconsistent_restores"), "{}", show(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_timeouts_and_job_failures_pass_with_every_fault_hit() {
+    let r = run("array-timeouts-and-job-failures", 8).await;
+    assert_eq!(r.outcome, Outcome::Pass, "{}", show(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_crash_mid_backup_passes() {
+    let r = run("orchestrator-crash-mid-backup", 6).await;
+    assert_eq!(r.outcome, Outcome::Pass, "{}", show(&r));
+    assert!(r.report.as_ref().unwrap().faults["orchestrator_crash"] > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_to_clone_passes() {
+    let r = run("restore-to-clone", 6).await;
+    assert_eq!(r.outcome, Outcome::Pass, "{}", show(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_at_the_snapshot_limit_passes_and_reaches_the_limit() {
+    let r = run("retention-at-snapshot-limit", 4).await;
+    assert_eq!(r.outcome, Outcome::Pass, "{}", show(&r));
+    let report = r.report.as_ref().unwrap();
+    assert!(report.backups > report.backups_complete, "no backup met the limit: {}", show(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_volume_mysql_is_reported_unsupported_not_passed() {
+    let r = run("single-volume-mysql", 2).await;
+    assert_eq!(r.outcome, Outcome::Unsupported, "{}", show(&r));
+    assert!(r.reasons[0].contains("mysql"), "{}", show(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplanned_dr_failover_is_reported_unsupported_not_passed() {
+    let r = run("unplanned-dr-failover", 2).await;
+    assert_eq!(r.outcome, Outcome::Unsupported, "{}", show(&r));
+    assert!(r.reasons[0].contains("failover"), "{}", show(&r));
+}
+
+/// A scenario that expects a pass but cannot get one (no quiesce): it fails, names a case,
+/// and the printed command (case seed + shrunk case) fails the same way when run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_prints_one_command_that_reproduces_it() {
+    let text = std::fs::read_to_string(scenario_path("crash-consistent-negative-control")).unwrap();
+    let text = text.replace("  verdict: violations\n  violations: [inconsistent_restores]\n", "  verdict: pass\n");
+    let path = Path::new("wrongly-expects-pass.yaml");
+    let scenario = verify::parse(path, &text).expect("still a valid scenario");
+    let r = verify::run_scenario(&scenario, &options(4), |_, _| {}).await;
+    assert_eq!(r.outcome, Outcome::Fail, "{}", show(&r));
+    let cmd = r.reproduce.clone().expect("a reproduce command");
+    assert!(cmd.starts_with("stasis verify wrongly-expects-pass.yaml --case-seed "), "{cmd}");
+    assert!(cmd.contains(" --replay '{"), "the shrunk case is part of the command: {cmd}");
+    // Run what the command says.
+    let words: Vec<&str> = cmd.splitn(6, ' ').collect();
+    let case_seed: u64 = words[4].parse().unwrap();
+    let json = words[5].strip_prefix("--replay '").and_then(|j| j.strip_suffix('\'')).unwrap();
+    let replay = serde_json::from_str(json).unwrap();
+    let again = verify::run_scenario(&scenario, &VerifyOptions { case_seed: Some(case_seed), replay: Some(replay), ..options(1) }, |_, _| {}).await;
+    assert_eq!(again.outcome, Outcome::Fail, "the command did not reproduce the failure: {}", show(&again));
+    assert_eq!(again.report.as_ref().unwrap().cases, 1);
+    // The seed alone reproduces it too.
+    let by_seed = verify::run_scenario(&scenario, &VerifyOptions { case_seed: Some(case_seed), ..options(1) }, |_, _| {}).await;
+    assert_eq!(by_seed.outcome, Outcome::Fail, "{}", show(&by_seed));
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    match verify::parse(Path::new("bad.yaml"), text) {
+        Ok(_) => panic!("accepted a malformed scenario:\n{text}"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const GOOD: &str = "name: ok
+app:
+  name: bank
+  kind: simdb
+  volumes: [bank_data]
+schedule:
+  steps:
+    - work
+    - backup
+expect:
+  verdict: pass
+";
+
+#[test]
+fn a_minimal_scenario_is_valid() {
+    let s = verify::parse(Path::new("ok.yaml"), GOOD).unwrap();
+    assert_eq!(s.app.volumes, ["bank_data"]);
+    assert_eq!(s.sites[0].svm, "svm0");
+}
+
+#[test]
+fn malformed_scenarios_name_the_line_and_the_field() {
+    let check = |text: &str, expected: &[&str]| {
+        let errors = errors_of(text);
+        let joined = errors.join("\n");
+        for e in expected {
+            assert!(joined.contains(e), "expected {e:?} in:\n{joined}");
+        }
+    };
+    // A misspelt key: the line of the key itself.
+    check(&GOOD.replace("  volumes: [bank_data]", "  volumes: [bank_data]\n  freez_timeout_ms: 300"), &["bad.yaml:6:3: app.freez_timeout_ms: ", "not allowed"]);
+    // A wrong enum value.
+    check(&GOOD.replace("kind: simdb", "kind: oracle"), &["bad.yaml:4:", "app.kind: ", "oracle"]);
+    // A wrong type, deep in a list.
+    check(&GOOD.replace("    - backup\n", "    - backup\n    - retention: {keep_last: many}\n"), &["bad.yaml:10:", "schedule.steps[2].retention.keep_last", "many"]);
+    // An unknown step: the deepest error of the alternatives, not "matches no schema".
+    check(&GOOD.replace("    - backup\n", "    - backup\n    - restroe: {mode: clone}\n"), &["bad.yaml:10:", "schedule.steps[2]", "restroe"]);
+    // An invalid ONTAP volume name.
+    check(&GOOD.replace("[bank_data]", "[bank-data]"), &["bad.yaml:5:", "app.volumes[0]", "bank-data"]);
+    // A missing required field.
+    check(&GOOD.replace("expect:\n  verdict: pass\n", ""), &["bad.yaml:1:1: ", "expect"]);
+    // YAML syntax errors.
+    check(&GOOD.replace("[bank_data]", "[bank_data"), &["bad.yaml:", "not valid YAML"]);
+    check(&GOOD.replace("  kind: simdb\n", "  kind: simdb\n  kind: mysql\n"), &["bad.yaml:5:", "duplicate key \"kind\""]);
+    // Checks beyond the schema, still with line and field.
+    check(&GOOD.replace("    - backup\n", "    - backup\nfaults:\n  kinds: [busy_snapshot]\n"), &["bad.yaml:11:", "faults.kinds[0]", "busy_snapshot can hit no step", "retention"]);
+    check(&GOOD.replace("  verdict: pass\n", "  verdict: violations\n"), &["bad.yaml:", "expect: ", "must list which violations"]);
+    check(&GOOD.replace("  name: bank\n", "  name: bank\n  site: b\n"), &["bad.yaml:4:", "app.site", "no site is named \"b\""]);
+    check(&GOOD.replace("    - work\n    - backup\n", "    - work\n"), &["schedule.steps", "takes no backup"]);
+    check(&GOOD.replace("    - backup\n", "    - backup\n    - failover\n"), &["bad.yaml:10:", "needs a second site"]);
+    check(&GOOD.replace("kind: simdb", "kind: exec-hooks"), &["kind exec-hooks needs hooks"]);
+    check(&GOOD.replace("[bank_data]", "[a, b, c]"), &["bad.yaml:5:", "app.volumes", "one volume"]);
+}
+
+#[test]
+fn a_missing_file_is_an_error_not_a_panic() {
+    let errors = verify::load(Path::new("/nonexistent/scenario.yaml")).unwrap_err();
+    assert!(errors[0].to_string().contains("cannot read the file"), "{errors:?}");
+}
+
+#[test]
+fn junit_has_a_test_case_per_scenario_with_failures_and_the_reproduce_command() {
+    let result = |name: &str, outcome, reasons: &[&str], reproduce: Option<&str>| ScenarioResult {
+        name: name.into(),
+        file: format!("scenarios/{name}.yaml"),
+        outcome,
+        reasons: reasons.iter().map(|r| r.to_string()).collect(),
+        reproduce: reproduce.map(str::to_string),
+        seconds: 1.5,
+        report: None,
+    };
+    let report = VerifyReport {
+        scenarios: vec![
+            result("good", Outcome::Pass, &["no violation in 20 cases"], None),
+            result("bad", Outcome::Fail, &["violations in 20 cases: 2 orphans <&>"], Some("stasis verify scenarios/bad.yaml --case-seed 7")),
+            result("later", Outcome::Unsupported, &["step failover: not yet"], None),
+        ],
+    };
+    let xml = verify::junit(&report).unwrap();
+    assert!(xml.contains("<testsuite name=\"stasis verify\" tests=\"3\""), "{xml}");
+    assert!(xml.contains("failures=\"1\"") && xml.contains("errors=\"1\""), "{xml}");
+    assert!(xml.contains("<testcase name=\"good\" classname=\"stasis.verify.good\""), "{xml}");
+    assert!(xml.contains("reproduce: stasis verify scenarios/bad.yaml --case-seed 7"), "{xml}");
+    assert!(xml.contains("2 orphans &lt;&amp;&gt;"), "text is escaped: {xml}");
+    assert!(xml.contains("type=\"unsupported\""), "{xml}");
+    assert!(!report.all_passed());
+}
