@@ -431,24 +431,33 @@ fn validator() -> &'static jsonschema::Validator {
     })
 }
 
-/// The most specific error inside an `anyOf`/`oneOf` (the one deepest in the document), so
-/// that a misspelt key in a step says so instead of "not valid under any schema".
+/// Where an error is and what it says, taking the most specific error inside an
+/// `anyOf`/`oneOf` (the deepest in the document; at equal depth, not a bare type or enum
+/// mismatch), so that a misspelt key in a step says so instead of "not valid under any of
+/// the schemas". An unexpected key points at the key itself.
 fn most_specific(error: &jsonschema::ValidationError<'_>) -> (String, String) {
     use jsonschema::error::ValidationErrorKind as K;
-    let here = (error.instance_path().as_str().to_string(), error.to_string());
+    let mut pointer = error.instance_path().as_str().to_string();
+    if let K::AdditionalProperties { unexpected } = error.kind() {
+        if let Some(first) = unexpected.first() {
+            pointer = format!("{pointer}/{}", first.replace('~', "~0").replace('/', "~1"));
+        }
+    }
+    let here = (pointer, error.to_string());
     let context = match error.kind() {
         K::AnyOf { context } => context,
         K::OneOfNotValid { context } => context,
         _ => return here,
     };
-    let depth = |p: &str| p.matches('/').count();
-    context
-        .iter()
-        .flatten()
-        .map(most_specific)
-        .filter(|(p, _)| depth(p) > depth(&here.0))
-        .max_by_key(|(p, _)| depth(p))
-        .unwrap_or(here)
+    let rank = |e: &jsonschema::ValidationError<'_>| {
+        let depth = e.instance_path().as_str().matches('/').count() + usize::from(matches!(e.kind(), K::AdditionalProperties { .. }));
+        let specific = !matches!(e.kind(), K::Type { .. } | K::Enum { .. } | K::Constant { .. });
+        (depth, specific)
+    };
+    match context.iter().flatten().max_by_key(|e| rank(e)) {
+        Some(best) if rank(best).0 >= here.0.matches('/').count() => most_specific(best),
+        _ => here,
+    }
 }
 
 /// Load and check one scenario file. All problems found are returned, first to last line.
@@ -464,13 +473,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, Vec<ScenarioError>> {
     let mut errors: Vec<ScenarioError> = validator()
         .iter_errors(&doc.value)
         .map(|e| {
-            let (mut pointer, message) = most_specific(&e);
-            // An unexpected key: point at the key itself.
-            if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = e.kind() {
-                if let Some(first) = unexpected.first() {
-                    pointer = format!("{pointer}/{}", first.replace('~', "~0").replace('/', "~1"));
-                }
-            }
+            let (pointer, message) = most_specific(&e);
             err(doc.position(&pointer), &pointer, message)
         })
         .collect();
