@@ -170,6 +170,8 @@ impl MariaDb {
         install(data_dir)?;
         let server = Self::start(data_dir, opts).await?;
         let mut conn = server.root_conn().await?;
+        // Keep the password out of the general log (when it is on).
+        conn.query_drop("SET SESSION sql_log_off = 1").await?;
         // The password is a literal in CREATE USER (no placeholders there): quote it.
         conn.query_drop(format!("CREATE USER '{APP_USER}'@'%' IDENTIFIED BY {}", stasis_core::plugins::mysql::quote_string(password))).await?;
         conn.query_drop(format!("GRANT ALL PRIVILEGES ON *.* TO '{APP_USER}'@'%'")).await?;

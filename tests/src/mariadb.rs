@@ -199,6 +199,20 @@ pub async fn server_is_frozen(server: &MariaDb) -> anyhow::Result<bool> {
     }
 }
 
+/// Kill every session of `user` on the server at `port` (as root): what a network cut or
+/// an administrator's `KILL` does to the plugin's lock session.
+pub async fn kill_sessions_of(port: u16, user: &str) -> anyhow::Result<usize> {
+    let opts = mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("root")).prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    let ids: Vec<u64> = conn.exec("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", (user,)).await?;
+    for id in &ids {
+        // An id from the server itself, formatted as a number.
+        let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
+    }
+    conn.disconnect().await?;
+    Ok(ids.len())
+}
+
 /// Quiet unless `RUST_LOG` asks.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
