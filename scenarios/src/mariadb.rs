@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mysql_async::prelude::Queryable;
+use stasis_core::plugins::mysql::quote_string;
 
 /// How long a server may take to accept connections after it was started (crash recovery
 /// of a restored data directory included).
@@ -168,15 +169,20 @@ impl MariaDb {
     /// it and create [`APP_USER`] with `password`.
     pub async fn install_and_start(data_dir: &Path, password: &str, opts: MariaDbOptions) -> anyhow::Result<MariaDb> {
         install(data_dir)?;
-        let server = Self::start(data_dir, opts).await?;
+        // The general log stays off until the users exist: it would record the password.
+        let mut server = Self::start(data_dir, MariaDbOptions { general_log: false, ..opts.clone() }).await?;
+        server.opts = opts.clone();
         let mut conn = server.root_conn().await?;
-        // Keep the password out of the general log (when it is on).
-        conn.query_drop("SET SESSION sql_log_off = 1").await?;
         // The password is a literal in CREATE USER (no placeholders there): quote it.
-        conn.query_drop(format!("CREATE USER '{APP_USER}'@'%' IDENTIFIED BY {}", stasis_core::plugins::mysql::quote_string(password))).await?;
+        conn.query_drop(format!("CREATE USER '{APP_USER}'@'%' IDENTIFIED BY {}", quote_string(password))).await?;
         conn.query_drop(format!("GRANT ALL PRIVILEGES ON *.* TO '{APP_USER}'@'%'")).await?;
-        conn.query_drop(format!("CREATE USER '{APP_USER}'@'localhost' IDENTIFIED BY {}", stasis_core::plugins::mysql::quote_string(password))).await?;
+        conn.query_drop(format!("CREATE USER '{APP_USER}'@'localhost' IDENTIFIED BY {}", quote_string(password))).await?;
         conn.query_drop(format!("GRANT ALL PRIVILEGES ON *.* TO '{APP_USER}'@'localhost'")).await?;
+        if opts.general_log {
+            let file = quote_string(&server.general_log_path().to_string_lossy());
+            conn.query_drop(format!("SET GLOBAL general_log_file = {file}")).await?;
+            conn.query_drop("SET GLOBAL general_log = 1").await?;
+        }
         conn.disconnect().await?;
         Ok(server)
     }
