@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use stasis_scenarios::demo::{self, DemoOptions};
+use stasis_scenarios::demo_mariadb;
 use stasis_scenarios::torture::{self, FaultKind, FaultSet, Mutant, PluginMode, TortureOptions};
 
 #[derive(Parser)]
@@ -30,7 +31,8 @@ enum Command {
     Torture(TortureArgs),
     /// Walk through discover -> protect -> backup under load -> damage -> restore ->
     /// crash-consistent vs application-consistent, on a simulated ONTAP cluster started in
-    /// this process. The workload is the simulated database. Nothing to configure.
+    /// this process. The workload is a real MariaDB on a FUSE-mounted simulated volume when
+    /// mariadbd and FUSE are available, else the simulated database. Nothing to configure.
     Demo(DemoArgs),
     /// Back up one app of the config file now.
     Backup(stasis::cli::BackupArgs),
@@ -88,6 +90,16 @@ struct DemoArgs {
     /// until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
+    /// `auto`: MariaDB when mariadbd and FUSE are available here, else the simulated database.
+    #[arg(long, value_enum, default_value = "auto")]
+    workload: WorkloadArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WorkloadArg {
+    Auto,
+    Simdb,
+    Mariadb,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -257,9 +269,35 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if std::env::var_os("STASIS_LOG").is_some() {
         let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_env("STASIS_LOG")).with_writer(std::io::stderr).try_init();
     }
-    let opts = DemoOptions { keep_running: args.keep_running, ..DemoOptions::default() };
     let console = Console { quiet: args.json, bar: std::sync::Mutex::new(None) };
-    let run = demo::run(&opts, &console).await.context("the demo could not start")?;
+    let asked = match args.workload {
+        WorkloadArg::Auto => demo_mariadb::Workload::Auto,
+        WorkloadArg::Simdb => demo_mariadb::Workload::Simdb,
+        WorkloadArg::Mariadb => demo_mariadb::Workload::Mariadb,
+    };
+    let (workload, mut why_simdb) = demo_mariadb::choose(asked);
+    if workload == demo_mariadb::Workload::Mariadb {
+        let opts = demo_mariadb::MariaDbDemoOptions { keep_running: args.keep_running, ..Default::default() };
+        // Ctrl-C drops the run: its guards stop the servers and unmount the volumes.
+        let result = tokio::select! {
+            r = demo_mariadb::run(&opts, &console) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted: everything the demo started was stopped"),
+        };
+        match result {
+            Ok(run) => return finish_mariadb_demo(run, args.json).await,
+            Err(e) if asked == demo_mariadb::Workload::Auto => {
+                let reason = format!("the MariaDB walk-through could not be set up ({e:#})");
+                demo::Observer::say(&console, &format!("{reason}: falling back to the simulated database"));
+                why_simdb = Some(reason);
+            }
+            Err(e) => return Err(e.context("the MariaDB demo could not start")),
+        }
+    }
+    let opts = DemoOptions { keep_running: args.keep_running, why_simdb, ..DemoOptions::default() };
+    let run = tokio::select! {
+        r = demo::run(&opts, &console) => r.context("the demo could not start")?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted: everything the demo started was stopped"),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&run.report).context("serialising the report")?);
     }
@@ -357,6 +395,28 @@ async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         print!("{}", verify::render_summary(&report));
     }
     Ok(if report.all_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn finish_mariadb_demo(run: demo_mariadb::MariaDbDemoRun, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run.report).context("serialising the report")?);
+    }
+    if let Some(kept) = run.kept {
+        // In JSON mode stdout holds exactly one object: the rest goes to stderr.
+        for line in &kept.info {
+            if json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        drop(kept);
+        if !json {
+            println!("stopped");
+        }
+    }
+    Ok(if run.report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn main() -> ExitCode {

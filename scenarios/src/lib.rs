@@ -3,6 +3,7 @@
 //! simulator's volumes, and scenario files (`stasis verify`) that run campaigns on it.
 
 pub mod demo;
+pub mod demo_mariadb;
 pub mod mariadb;
 pub mod sim_data;
 pub mod torture;

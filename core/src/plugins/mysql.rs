@@ -432,7 +432,7 @@ fn substitute(argv: &[String], data_dir: &Path, port: u16, run_dir: &Path) -> Ve
 }
 
 /// Lines in MariaDB's and MySQL's error log that mean a journal was replayed at start.
-fn crash_recovery_ran(error_log: &str) -> bool {
+pub fn crash_recovery_ran(error_log: &str) -> bool {
     const MARKERS: [&str; 5] = ["Starting crash recovery", "Aria engine: starting recovery", "Recovering after a crash", "Starting final batch to recover", "InnoDB: Apply batch completed"];
     MARKERS.iter().any(|m| error_log.contains(m))
 }
