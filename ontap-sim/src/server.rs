@@ -23,6 +23,9 @@ use crate::api::{router, Credentials, DropConnection};
 use crate::model::cluster::ClusterConfig;
 use crate::sim::Simulator;
 
+/// How often scheduled SnapMirror updates are looked for.
+const SCHEDULER_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Everything needed to run one simulated cluster's API.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -126,6 +129,8 @@ pub struct RunningSim {
     cert_path: Option<PathBuf>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// Scheduled SnapMirror updates (`transfer_schedule`).
+    scheduler: JoinHandle<()>,
 }
 
 impl RunningSim {
@@ -146,6 +151,7 @@ impl RunningSim {
         self.cert_path.as_deref()
     }
     pub async fn shutdown(mut self) {
+        self.scheduler.abort();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -157,6 +163,7 @@ impl RunningSim {
 
 impl Drop for RunningSim {
     fn drop(&mut self) {
+        self.scheduler.abort();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -183,7 +190,9 @@ pub async fn spawn_with(sim: Simulator, config: SimConfig) -> anyhow::Result<Run
     let task = tokio::spawn(run(listener, app, acceptor, async {
         let _ = rx.await;
     }));
+    let scheduler = tokio::spawn(crate::replication::scheduler(sim.clone(), SCHEDULER_TICK));
     Ok(RunningSim {
+        scheduler,
         addr,
         sim,
         scheme: if tls.is_some() { "https" } else { "http" },

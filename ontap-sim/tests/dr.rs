@@ -329,3 +329,157 @@ async fn initialize_update_break_with_incremental_transfers() {
     assert_eq!(code, 13303844);
     drop(s.a);
 }
+
+impl Sites {
+    /// Source volume `name` with `a.txt` = `content`, a relationship to svm1, initialized.
+    async fn mirrored(&self, name: &str, content: &[u8]) -> (String, String, String) {
+        let src = self.source_volume(name).await;
+        assert_eq!(self.ca.put_file(&src, "a.txt", content).await, StatusCode::NO_CONTENT);
+        let rel = self.relationship(name, "MirrorAllSnapshots").await;
+        self.cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "snapmirrored"})).await;
+        let r = self.cb.wait_idle(&rel).await;
+        assert_eq!(r["state"], "snapmirrored", "{r}");
+        let dst = self.cb.volume_uuid("svm1", &format!("{name}_dst")).await;
+        (src, rel, dst)
+    }
+
+    async fn add_fault(&self, client: &Client, rule: Value) {
+        let (status, body) = client.call(Method::POST, "/sim/v1/faults", Some(&rule)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interrupted_or_failed_transfers_leave_the_destination_at_its_last_snapshot() {
+    let s = sites().await;
+    let (src, rel, dst) = s.mirrored("app", b"version 1").await;
+    let before = s.cb.snapshot_names(&dst).await;
+    let exported = s.cb.relationship(&rel).await["exported_snapshot"].clone();
+    s.ca.put_file(&src, "a.txt", &vec![b'2'; 64 * 1024]).await;
+    s.ca.put_file(&src, "b.txt", b"new file").await;
+
+    // The link goes down half-way through the stream.
+    s.add_fault(&s.ca, json!({"method": "POST", "path": "/sim/v1/intercluster/volumes/*/stream", "action": {"kind": "drop"}, "count": 1})).await;
+    let r = s.transfer(&rel, json!({})).await;
+    assert_eq!(r["transfer"]["state"], "failed", "{r}");
+    assert_eq!(r["healthy"], false);
+    assert!(r["unhealthy_reason"][0]["message"].as_str().unwrap().contains("interrupted"), "{r}");
+    assert!(r["transfer"]["bytes_transferred"].as_u64().unwrap() > 0, "half the stream arrived: {r}");
+    assert_eq!(r["exported_snapshot"], exported);
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"version 1");
+    assert_eq!(s.cb.snapshot_names(&dst).await, before);
+    let (status, _) = s.cb.call(Method::GET, &format!("/sim/v1/volumes/{dst}/files/b.txt"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing of the cut transfer may show");
+
+    // The source refuses the transfer outright.
+    s.add_fault(&s.ca, json!({"method": "POST", "path": "/sim/v1/intercluster/volumes/*/stream", "action": {"kind": "error", "status": 503, "code": 13303844, "message": "injected transfer failure"}, "count": 1})).await;
+    let r = s.transfer(&rel, json!({})).await;
+    assert_eq!((r["transfer"]["state"].as_str(), r["healthy"].as_bool()), (Some("failed"), Some(false)), "{r}");
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"version 1");
+    let failed = s.cb.get(&format!("/api/snapmirror/relationships/{rel}/transfers/{}?fields=*", r["transfer"]["uuid"].as_str().unwrap())).await;
+    assert_eq!(failed["error_info"]["message"], "injected transfer failure");
+
+    // The destination cluster down: the client gets ONTAP's error, nothing changes.
+    s.add_fault(&s.cb, json!({"path": "/api/snapmirror/**", "action": {"kind": "error", "status": 503, "code": 13303816}, "count": 1})).await;
+    let (code, _) = s.cb.write_err(Method::POST, &format!("/api/snapmirror/relationships/{rel}/transfers"), json!({})).await;
+    assert_eq!(code, 13303816);
+
+    // Healed: the next update brings everything, and the relationship is healthy again.
+    let r = s.transfer(&rel, json!({})).await;
+    assert_eq!((r["transfer"]["state"].as_str(), r["healthy"].as_bool()), (Some("success"), Some(true)), "{r}");
+    assert!(r.get("unhealthy_reason").is_none());
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, vec![b'2'; 64 * 1024]);
+    assert_eq!(s.cb.read_file(&dst, "b.txt").await, b"new file");
+    // The source keeps only the common update snapshot and the newest (the failed one's went).
+    let source_sm: Vec<String> = s.ca.snapshot_names(&src).await.into_iter().filter(|n| n.starts_with("snapmirror.")).collect();
+    assert_eq!(source_sm.len(), 2, "{source_sm:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn break_needs_no_source_and_resync_needs_it() {
+    let s = sites().await;
+    let (_src, rel, dst) = s.mirrored("app", b"version 1").await;
+    let Sites { a, b: _b, ca: _, cb } = s;
+    a.shutdown().await;
+    // Site A is gone: the break is local to B.
+    cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "broken_off"})).await;
+    assert_eq!(cb.relationship(&rel).await["state"], "broken_off");
+    assert_eq!(cb.read_file(&dst, "a.txt").await, b"version 1");
+    assert_eq!(cb.put_file(&dst, "a.txt", b"served from B").await, StatusCode::NO_CONTENT);
+    // Resync must reach the source: the job fails and nothing changes.
+    let (code, _) = cb.write_err(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "snapmirrored"})).await;
+    assert_eq!(code, 4653215);
+    assert_eq!(cb.relationship(&rel).await["state"], "broken_off");
+    assert_eq!(cb.read_file(&dst, "a.txt").await, b"served from B");
+    assert_eq!(cb.get(&format!("/api/storage/volumes/{dst}?fields=type")).await["type"], "rw");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn break_restores_a_named_snapshot_and_resync_reverts_to_the_common_one() {
+    let s = sites().await;
+    let (src, rel, dst) = s.mirrored("app", b"version 1").await;
+    s.ca.write_ok(Method::POST, &format!("/api/storage/volumes/{src}/snapshots"), json!({"name": "app_consistent_1"})).await;
+    s.ca.put_file(&src, "a.txt", b"version 2").await;
+    s.transfer(&rel, json!({})).await;
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"version 2");
+    // Unplanned failover to the app-consistent snapshot, inside the break.
+    s.cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "broken_off", "restore_to_snapshot": "app_consistent_1"})).await;
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"version 1");
+    s.cb.put_file(&dst, "only_on_b.txt", b"diverged").await;
+    s.ca.put_file(&src, "a.txt", b"version 3").await;
+    // Resync: B's own writes are discarded, it reverts to the common snapshot and catches up.
+    s.cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "snapmirrored"})).await;
+    let r = s.cb.wait_idle(&rel).await;
+    assert_eq!((r["state"].as_str(), r["last_transfer_type"].as_str()), (Some("snapmirrored"), Some("resync")), "{r}");
+    assert_eq!(s.cb.get(&format!("/api/storage/volumes/{dst}?fields=type")).await["type"], "dp");
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"version 3");
+    let (status, _) = s.cb.call(Method::GET, &format!("/sim/v1/volumes/{dst}/files/only_on_b.txt"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // An invalid transition and an unknown state are ONTAP errors.
+    let (code, _) = s.cb.write_err(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "in_sync"})).await;
+    assert_eq!(code, 13303831);
+    let (code, _) = s.cb.write_err(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "sideways"})).await;
+    assert_eq!(code, 13303817);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reverse_resync_fails_back_and_forth() {
+    let s = sites().await;
+    let (src, rel, dst) = s.mirrored("app", b"version 1").await;
+    // Failover: break on B, B serves and diverges.
+    s.cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "broken_off"})).await;
+    s.cb.put_file(&dst, "a.txt", b"written at B").await;
+    s.cb.put_file(&dst, "new_on_b.txt", b"B").await;
+    s.ca.put_file(&src, "a.txt", b"lost at A").await;
+    // Swapped paths on anything but the relationship's own are refused.
+    let (code, _) = s.cb.write_err(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"source": {"path": "svm1:app_dst"}, "destination": {"path": "svm0:other"}, "state": "snapmirrored"})).await;
+    assert_eq!(code, 13304120);
+    // Reverse resync: the relationship moves to A, A reverts to the common snapshot and
+    // receives B's data; B stays read-write.
+    s.cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"source": {"path": "svm1:app_dst"}, "destination": {"path": "svm0:app"}, "state": "snapmirrored"})).await;
+    assert_eq!(s.cb.get("/api/snapmirror/relationships").await["num_records"], 0);
+    let on_a = s.ca.get("/api/snapmirror/relationships?fields=*").await;
+    assert_eq!(on_a["num_records"], 1, "{on_a}");
+    assert_eq!((on_a["records"][0]["source"]["path"].as_str(), on_a["records"][0]["destination"]["path"].as_str()), (Some("svm1:app_dst"), Some("svm0:app")));
+    let back = on_a["records"][0]["uuid"].as_str().unwrap().to_string();
+    let r = s.ca.wait_idle(&back).await;
+    assert_eq!(r["state"], "snapmirrored", "{r}");
+    assert_eq!(s.ca.get(&format!("/api/storage/volumes/{src}?fields=type")).await["type"], "dp");
+    assert_eq!(s.cb.get(&format!("/api/storage/volumes/{dst}?fields=type")).await["type"], "rw");
+    assert_eq!(s.ca.read_file(&src, "a.txt").await, b"written at B");
+    assert_eq!(s.ca.read_file(&src, "new_on_b.txt").await, b"B");
+
+    // Planned switch back: final update, break on A, reverse again from A.
+    s.cb.put_file(&dst, "a.txt", b"last write at B").await;
+    let (status, body) = s.ca.call(Method::POST, &format!("/api/snapmirror/relationships/{back}/transfers"), Some(&json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.ca.wait_idle(&back).await;
+    s.ca.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{back}"), json!({"state": "broken_off"})).await;
+    s.ca.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{back}"), json!({"source": {"path": "svm0:app"}, "destination": {"path": "svm1:app_dst"}, "state": "snapmirrored"})).await;
+    let r = s.cb.wait_idle(&back).await;
+    assert_eq!(r["state"], "snapmirrored", "{r}");
+    assert_eq!(s.ca.read_file(&src, "a.txt").await, b"last write at B");
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"last write at B");
+    assert_eq!(s.ca.put_file(&src, "a.txt", b"A serves again").await, StatusCode::NO_CONTENT);
+    assert_eq!(s.cb.put_file(&dst, "a.txt", b"no").await, StatusCode::BAD_REQUEST, "B is a read-only mirror again");
+}

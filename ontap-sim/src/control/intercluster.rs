@@ -226,9 +226,18 @@ async fn stream(State(st): State<ApiState>, headers: HeaderMap, Path(uuid): Path
     match fault {
         Some(FaultAction::Drop { .. }) => {
             // The link goes down mid-transfer: half the stream, then the connection breaks.
+            // (The pause lets the first half reach the wire before the connection breaks.)
             let half = bytes::Bytes::from(bytes[..bytes.len() / 2].to_vec());
-            let parts: Vec<Result<bytes::Bytes, std::io::Error>> = vec![Ok(half), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected link failure"))];
-            Ok((octets, HttpBody::from_stream(futures::stream::iter(parts))).into_response())
+            let stream = futures::stream::unfold(Some(half), |first| async move {
+                match first {
+                    Some(half) => Some((Ok::<_, std::io::Error>(half), None)),
+                    None => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected link failure")), None))
+                    }
+                }
+            });
+            Ok((octets, HttpBody::from_stream(stream)).into_response())
         }
         Some(FaultAction::Latency { ms, before: false }) => {
             // A slow link: the first half now, the rest after the delay.
