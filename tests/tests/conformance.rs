@@ -41,6 +41,13 @@ async fn netapp_ontap_client_conformance() -> anyhow::Result<()> {
         .await
         .context("starting ontap-sim")?;
     let addr = sim.addr();
+    // A second cluster for the disaster-recovery tests (test_snapmirror.py).
+    let site_b = ontap_sim::server::spawn(ontap_sim::SimConfig {
+        cluster: ontap_sim::ClusterConfig { name: "sim-b".into(), svms: vec!["svm1".into()], ..ontap_sim::ClusterConfig::default() },
+        ..ontap_sim::SimConfig::default()
+    })
+    .await
+    .context("starting the second ontap-sim (sim-b)")?;
 
     let mut cmd = tokio::process::Command::new(&python);
     cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/conformance"])
@@ -48,6 +55,7 @@ async fn netapp_ontap_client_conformance() -> anyhow::Result<()> {
         .env("ONTAP_SIM_HOST", addr.ip().to_string())
         .env("ONTAP_SIM_PORT", addr.port().to_string())
         .env("ONTAP_SIM_SCHEME", "http")
+        .env("ONTAP_SIM_B_PORT", site_b.addr().port().to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())
@@ -72,6 +80,7 @@ async fn netapp_ontap_client_conformance() -> anyhow::Result<()> {
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
 
     sim.shutdown().await;
+    site_b.shutdown().await;
 
     match output.status.code() {
         Some(0) => Ok(()),

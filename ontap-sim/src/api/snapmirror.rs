@@ -147,7 +147,8 @@ pub fn policy(p: &Policy) -> Value {
         "create_snapshot_on_source": p.create_snapshot_on_source,
         "network_compression_enabled": false,
         "throttle": 0,
-        "retention": p.rules.iter().map(|(label, count)| json!({"label": label, "count": count, "preserve": false, "warn": 0})).collect::<Vec<_>>(),
+        // ONTAP 9.19's schema types `count` as a string (the netapp-ontap client rejects a number).
+        "retention": p.rules.iter().map(|(label, count)| json!({"label": label, "count": count.to_string(), "preserve": false, "warn": 0})).collect::<Vec<_>>(),
         "_links": link(format!("/api/snapmirror/policies/{}", p.uuid)),
     });
     if let Some(t) = p.sync_type {
