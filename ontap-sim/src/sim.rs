@@ -128,9 +128,46 @@ impl Simulator {
 
     /// Mutate one volume in place (data plane): the volume methods are themselves
     /// all-or-nothing, and copying the cluster per write would waste work.
+    ///
+    /// A write to the source of an in-sync SnapMirror Sync relationship returns only once
+    /// the destination applied it; with StrictSync a write the destination did not take is
+    /// undone and fails, with Sync the relationship falls out of sync and the write stands.
     pub fn with_volume_mut<T>(&self, uuid: &str, f: impl FnOnce(&mut Volume) -> SimResult<T>) -> SimResult<T> {
+        if !self.read(|s| s.sync_sources.contains_key(uuid)) {
+            let mut state = self.inner.state.lock();
+            return f(state.volume_mut(uuid)?);
+        }
+        // One write at a time per Sync source, so the destination sees the source's order.
+        let serial = self.sync_lock(uuid);
+        let _serial = serial.lock();
+        let (value, before, forward) = {
+            let mut state = self.inner.state.lock();
+            let before = state.volume(uuid)?.clone();
+            let value = f(state.volume_mut(uuid)?)?;
+            (value, before, crate::replication::sync::prepare(&state, uuid))
+        };
+        let Some(forward) = forward else { return Ok(value) };
+        let sent = crate::replication::sync::send(&forward);
         let mut state = self.inner.state.lock();
-        f(state.volume_mut(uuid)?)
+        match sent {
+            Ok(()) => {
+                if let Some(source) = state.sync_sources.get_mut(uuid) {
+                    source.base = forward.new_base;
+                }
+                Ok(value)
+            }
+            Err(e) if forward.strict => {
+                state.volumes.insert(uuid.to_string(), before);
+                Err(OntapError::new(crate::error::ErrorKind::Unavailable, 13303829, format!("StrictSync: the write was not replicated, so it was not applied: {e}.")))
+            }
+            Err(e) => {
+                tracing::info!(volume = %uuid, error = %e, "SnapMirror Sync relationship out of sync");
+                if let Some(source) = state.sync_sources.get_mut(uuid) {
+                    source.in_sync = false;
+                }
+                Ok(value)
+            }
+        }
     }
 
     pub fn with_volume<T>(&self, uuid: &str, f: impl FnOnce(&Volume) -> SimResult<T>) -> SimResult<T> {

@@ -483,3 +483,55 @@ async fn reverse_resync_fails_back_and_forth() {
     assert_eq!(s.ca.put_file(&src, "a.txt", b"A serves again").await, StatusCode::NO_CONTENT);
     assert_eq!(s.cb.put_file(&dst, "a.txt", b"no").await, StatusCode::BAD_REQUEST, "B is a read-only mirror again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_acknowledges_a_write_only_once_both_sides_have_it() {
+    let s = sites().await;
+    let src = s.source_volume("sync").await;
+    s.ca.put_file(&src, "a.txt", b"baseline").await;
+    let rel = s.relationship("sync", "Sync").await;
+    // A Sync relationship initializes to in_sync, not snapmirrored.
+    let (code, _) = s.cb.write_err(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "snapmirrored"})).await;
+    assert_eq!(code, 13303831);
+    s.cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "in_sync"})).await;
+    let r = s.cb.wait_idle(&rel).await;
+    assert_eq!(r["state"], "in_sync", "{r}");
+    let dst = s.cb.volume_uuid("svm1", "sync_dst").await;
+    // Every acknowledged write is on B already, over REST and in-process, with no transfer.
+    for i in 0..5 {
+        let data = format!("write {i}");
+        assert_eq!(s.ca.put_file(&src, "a.txt", data.as_bytes()).await, StatusCode::NO_CONTENT);
+        assert_eq!(s.cb.read_file(&dst, "a.txt").await, data.as_bytes());
+    }
+    s.a.sim().write_file(&src, "b.txt", 0, b"in-process write").unwrap();
+    assert_eq!(s.cb.read_file(&dst, "b.txt").await, b"in-process write");
+    // Negative control: an async mirror does not have the write until a transfer.
+    let (asrc, _arel, adst) = s.mirrored("async", b"v1").await;
+    s.ca.put_file(&asrc, "a.txt", b"v2").await;
+    assert_eq!(s.cb.read_file(&adst, "a.txt").await, b"v1");
+    // Failover loses nothing: the break keeps the last acknowledged write.
+    s.ca.put_file(&src, "a.txt", b"last acknowledged").await;
+    s.cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "broken_off"})).await;
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"last acknowledged");
+    // Broken off, B refuses forwarded writes: Sync lets the source go on, out of sync.
+    assert_eq!(s.ca.put_file(&src, "a.txt", b"after the break").await, StatusCode::NO_CONTENT);
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"last acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strict_sync_fails_a_write_the_destination_did_not_take() {
+    let s = sites().await;
+    let src = s.source_volume("strict").await;
+    s.ca.put_file(&src, "a.txt", b"baseline").await;
+    let rel = s.relationship("strict", "StrictSync").await;
+    s.cb.write_ok(Method::PATCH, &format!("/api/snapmirror/relationships/{rel}"), json!({"state": "in_sync"})).await;
+    assert_eq!(s.cb.wait_idle(&rel).await["state"], "in_sync");
+    let dst = s.cb.volume_uuid("svm1", "strict_dst").await;
+    assert_eq!(s.ca.put_file(&src, "a.txt", b"replicated").await, StatusCode::NO_CONTENT);
+    s.add_fault(&s.cb, json!({"path": "/sim/v1/intercluster/sync/*", "action": {"kind": "error", "status": 503, "code": 13303816}, "count": 1})).await;
+    assert_eq!(s.ca.put_file(&src, "a.txt", b"refused").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(s.ca.read_file(&src, "a.txt").await, b"replicated", "the failed write is undone at the source");
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"replicated");
+    assert_eq!(s.ca.put_file(&src, "a.txt", b"healed").await, StatusCode::NO_CONTENT);
+    assert_eq!(s.cb.read_file(&dst, "a.txt").await, b"healed");
+}

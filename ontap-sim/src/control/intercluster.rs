@@ -33,6 +33,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/volumes/{uuid}/snapshots", get(volume_snapshots))
         .route("/volumes/{uuid}/stream", post(stream))
         .route("/relationships/reverse", post(reverse_adopt))
+        .route("/sync/{uuid}", post(sync_write))
 }
 
 fn auth_failed() -> OntapError {
@@ -215,7 +216,7 @@ async fn stream(State(st): State<ApiState>, headers: HeaderMap, Path(uuid): Path
     peered_volume(&st, &peer, &uuid)?;
     let request: StreamRequest = serde_json::from_value(body).map_err(|e| OntapError::new(ErrorKind::Invalid, 2, format!("Invalid stream request: {e}.")))?;
     let now = st.sim.now();
-    let plan = st.sim.transact(|s| s.stream_plan(&uuid, &request, now))?;
+    let plan = st.sim.transact(|s| s.stream_plan(&uuid, &request, &peer.uuid, now))?;
     let bytes = tokio::task::spawn_blocking(move || {
         let header = StreamHeader { snapshots: plan.snapshots.iter().map(|(m, _)| m.clone()).collect(), source_versions: plan.source_versions.clone() };
         replication::encode_stream(&header, plan.encode())
@@ -337,5 +338,20 @@ async fn reverse_adopt(State(st): State<ApiState>, headers: HeaderMap, JsonBody(
         });
         return Err(e);
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A write forwarded by a Sync source: applied to the destination before the source
+/// acknowledges it to its client.
+async fn sync_write(State(st): State<ApiState>, headers: HeaderMap, Path(uuid): Path<String>, body: axum::body::Bytes) -> ControlResult {
+    let peer = peer_of(&st, &headers)?;
+    if let Some(FaultAction::Error { status, code, message }) = st.sim.faults().check("POST", &format!("/sim/v1/intercluster/sync/{uuid}"), true) {
+        let mut response = OntapError::new(ErrorKind::Unavailable, code, message).into_response();
+        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Ok(response);
+    }
+    let delta = crate::model::delta::Decoder::new(&body).delta().map_err(|m| OntapError::new(ErrorKind::Invalid, 2, format!("Invalid sync write: {m}.")))?;
+    let source = peer.remote_uuid.clone().unwrap_or_default();
+    st.sim.transact(|s| s.apply_sync_write(&uuid, &source, &delta))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

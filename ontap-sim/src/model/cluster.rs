@@ -162,6 +162,8 @@ pub struct ClusterState {
     pub svm_peers: OrdMap<String, super::peering::SvmPeer>,
     /// SnapMirror relationships whose destination is on this cluster, as ONTAP lists them.
     pub relationships: OrdMap<String, super::snapmirror::Relationship>,
+    /// Source volumes of Sync relationships (on the source cluster), by volume uuid.
+    pub sync_sources: OrdMap<String, super::snapmirror::SyncSource>,
     /// Finished jobs by `seq` (oldest first), so evicting the oldest is O(log n), not a scan.
     finished_jobs: OrdMap<u64, String>,
     seq: u64,
@@ -189,6 +191,7 @@ impl ClusterState {
             cluster_peers: OrdMap::new(),
             svm_peers: OrdMap::new(),
             relationships: OrdMap::new(),
+            sync_sources: OrdMap::new(),
             finished_jobs: OrdMap::new(),
             seq: 0,
             // The name goes in too: two clusters with the same seed must not share uuids

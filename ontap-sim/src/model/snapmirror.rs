@@ -277,6 +277,28 @@ pub struct StreamRequest {
     pub sm_prefix: String,
     pub create_snapshot: bool,
     pub selection: Selection,
+    /// For a Sync relationship: after this transfer the source forwards every write.
+    #[serde(default)]
+    pub sync: Option<SyncTarget>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SyncTarget {
+    pub relationship: String,
+    pub destination_volume: String,
+    /// StrictSync: a write that cannot reach the destination fails.
+    pub strict: bool,
+}
+
+/// The source's record of a Sync relationship: where writes go, and the tree the
+/// destination is known to hold (the base of the next forwarded delta).
+#[derive(Clone, Debug)]
+pub struct SyncSource {
+    pub target: SyncTarget,
+    /// The calling cluster's peer record here.
+    pub peer_uuid: String,
+    pub base: Fs,
+    pub in_sync: bool,
 }
 
 /// The source's half of a transfer: the snapshots to send, each with the tree before it.
@@ -373,6 +395,11 @@ impl ClusterState {
             source_snapshot,
             sm_prefix: rel.sm_prefix(),
             selection: policy.selection(),
+            sync: (policy.ptype == PolicyType::Sync).then(|| SyncTarget {
+                relationship: rel.uuid.clone(),
+                destination_volume: rel.destination.volume.uuid.clone(),
+                strict: policy.sync_type == Some("strict_sync"),
+            }),
         })
     }
 
@@ -501,7 +528,9 @@ impl ClusterState {
         }
         self.abort_transfer(rel_uuid, now);
         let volume = self.volume_mut(&rel.destination.volume.uuid)?;
-        if let Some(newest) = volume.snapshots.back() {
+        // An async destination serves its newest complete snapshot; a Sync one keeps every
+        // write it acknowledged since (that is the point of Sync: no loss).
+        if let Some(newest) = volume.snapshots.back().filter(|_| rel.policy_type == PolicyType::Async) {
             if !volume.fs.inodes.ptr_eq(&newest.fs.inodes) {
                 let name = newest.name.clone();
                 volume.restore(&name)?;
@@ -519,6 +548,20 @@ impl ClusterState {
         Ok(())
     }
 
+    /// Apply a write forwarded by a Sync source: only while in sync (otherwise the source
+    /// must catch up by a transfer first).
+    pub fn apply_sync_write(&mut self, volume_uuid: &str, source_cluster: &str, d: &FsDelta) -> SimResult<()> {
+        let rel = self.relationship_of_destination(volume_uuid).cloned().ok_or_else(|| OntapError::not_found("SnapMirror relationship of this volume"))?;
+        if rel.source.cluster.uuid != source_cluster || rel.state != RelState::InSync || rel.current_transfer().is_some() {
+            return Err(OntapError::new(ErrorKind::Refused, 13303829, format!("Invalid state: the relationship is \"{}\", not in sync.", rel.state.as_str())));
+        }
+        let volume = self.volume_mut(volume_uuid)?;
+        let mut fs = volume.fs.clone();
+        delta::apply(&mut fs, d, &mut volume.ledger);
+        volume.fs = fs;
+        Ok(())
+    }
+
     /// Resync's first half: revert the destination to the newest snapshot the source still
     /// holds (everything written or received since is discarded) and make it DP again.
     /// Returns the common snapshot's name.
@@ -531,7 +574,7 @@ impl ClusterState {
     }
 
     /// The source's half: make the update snapshot if asked, pick the snapshots to send.
-    pub fn stream_plan(&mut self, volume_uuid: &str, req: &StreamRequest, now: DateTime<Utc>) -> SimResult<StreamPlan> {
+    pub fn stream_plan(&mut self, volume_uuid: &str, req: &StreamRequest, peer_uuid: &str, now: DateTime<Utc>) -> SimResult<StreamPlan> {
         let snap_uuid = self.new_uuid();
         let volume = self.volume_mut(volume_uuid)?;
         if volume.state != VolumeState::Online {
@@ -588,6 +631,10 @@ impl ClusterState {
             for uuid in stale {
                 let _ = volume.delete_snapshot(&uuid);
             }
+        }
+        if let (Some(target), Some((_, fs))) = (&req.sync, plan.snapshots.last()) {
+            let record = SyncSource { target: target.clone(), peer_uuid: peer_uuid.to_string(), base: fs.clone(), in_sync: true };
+            self.sync_sources.insert(volume_uuid.to_string(), record);
         }
         Ok(plan)
     }

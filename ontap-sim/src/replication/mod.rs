@@ -7,6 +7,8 @@
 //! common snapshot first), and applies the whole stream in one state transition. A stream
 //! that fails or ends early changes nothing on the destination.
 
+pub mod sync;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
