@@ -48,6 +48,10 @@ enum Command {
     /// Run scenario files (scenarios/*.yaml) as seeded campaigns and give each its verdict;
     /// --junit writes JUnit XML for CI. Exit status 0 only when every scenario passed.
     Verify(VerifyArgs),
+    /// List pods with their mount paths, volumes (Trident CSI and NFS, traced to ONTAP),
+    /// database kind, SLA policy and protection status, from the current kubeconfig context
+    /// or the in-cluster service account.
+    Discover(stasis_k8s::cli::DiscoverArgs),
 }
 
 #[derive(clap::Args)]
@@ -419,6 +423,25 @@ async fn finish_mariadb_demo(run: demo_mariadb::MariaDbDemoRun, json: bool) -> a
     Ok(if run.report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// `stasis discover` works without a config file; with one, its ONTAP cluster traces NFS
+/// exports to volumes and its catalog tells what is protected.
+fn discover_context(config: &std::path::Path, cluster: Option<&str>) -> anyhow::Result<stasis_k8s::cli::DiscoverContext> {
+    if !config.exists() {
+        return Ok(Default::default());
+    }
+    let rt = stasis::runtime::Runtime::load(config)?;
+    let name = match (cluster, rt.config.clusters.as_slice()) {
+        (Some(name), _) => Some(name.to_string()),
+        (None, [only]) => Some(only.name.clone()),
+        (None, _) => None,
+    };
+    let storage: Option<std::sync::Arc<dyn stasis_core::storage::Storage>> = match name {
+        Some(name) => Some(rt.client(&name)?),
+        None => None,
+    };
+    Ok(stasis_k8s::cli::DiscoverContext { storage, catalog: Some(rt.catalog.clone()) })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -442,6 +465,10 @@ fn main() -> ExitCode {
             Command::Torture(args) => run_torture(args).await,
             Command::Demo(args) => run_demo(args).await,
             Command::Verify(args) => run_verify(args).await,
+            Command::Discover(args) => {
+                let ctx = discover_context(&config, args.cluster.as_deref())?;
+                stasis_k8s::cli::discover(args, ctx).await.map(|()| ExitCode::SUCCESS)
+            }
         }
     });
     match result {

@@ -104,6 +104,11 @@ pub trait Storage: Send + Sync {
     /// Volumes of `svm` by name, in the order asked; a missing name is `NotFound`.
     async fn volumes_by_name(&self, svm: &str, names: &[String]) -> StorageResult<Vec<VolumeInfo>>;
     async fn volume(&self, uuid: &str) -> StorageResult<VolumeInfo>;
+    /// Volumes (of any SVM) mounted at `junction_path`, matched exactly: how an NFS export
+    /// (a Kubernetes NFS PV's `path`) is traced back to its volume.
+    async fn volumes_by_junction_path(&self, junction_path: &str) -> StorageResult<Vec<VolumeInfo>> {
+        Err(StorageError::Refused { code: 0, message: format!("this storage cannot look volumes up by junction path ({junction_path})"), target: None })
+    }
 
     /// Create a snapshot, waiting at most `deadline` for the array (ONTAP `return_timeout`,
     /// no job polling): a call still running at the deadline is `Indeterminate`.

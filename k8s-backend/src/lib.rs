@@ -1,5 +1,30 @@
-//! The `Cluster` seam over kube-rs: discovery of pods, PVCs, PVs and the ONTAP volume
-//! behind each PV, scale down/up, plugin deployment, resource capture, and the operator.
+//! Stasis on Kubernetes: the `Cluster` seam over kube-rs.
 //!
-//! Nothing is implemented here yet; the k8s-backend issue fills this crate. It exists now so
-//! the workspace has its final shape and `core` can be checked to know nothing of kube types.
+//! - [`discovery`]: pods -> claims -> PVs -> ONTAP volumes (Trident CSI and NFS), database
+//!   kind from the image, credentials by reference; pure, fed by [`KubeCluster`].
+//! - [`report`]: what `stasis discover` prints (table, JSON, YAML) with SLA and protection.
+//! - [`workload`]: scale Deployments and StatefulSets and wait for their pods.
+//! - [`capture`]: the app's objects stored with each backup, and their re-application into
+//!   a namespace (restore to a new namespace), failing closed on conflicts.
+//! - [`restore`]: the Kubernetes side of core's restore workflows, as an `AppPlugin` wrapper.
+//! - [`crd`], [`lease`], [`operator`]: the operator's resources, leader election and controller.
+//!
+//! Architecture invariant: no ONTAP JSON here; ONTAP is reached only through core's
+//! `Storage` seam.
+
+// pub mod capture;
+pub mod cli;
+pub mod cluster;
+// pub mod crd;
+pub mod discovery;
+pub mod error;
+// pub mod lease;
+// pub mod operator;
+// pub mod plugin_pod;
+// pub mod rbac;
+pub mod report;
+// pub mod restore;
+pub mod workload;
+
+pub use cluster::{DiscoverOptions, KubeCluster};
+pub use error::{K8sError, K8sResult};

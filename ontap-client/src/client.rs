@@ -166,6 +166,24 @@ impl OntapClient {
         Ok(out)
     }
 
+    /// Volumes mounted at `junction_path` in any SVM. ONTAP's query language would read
+    /// `*`, `|` or a leading `!` in the path as operators, so the answer is matched exactly.
+    #[tracing::instrument(skip(self))]
+    pub async fn volumes_by_junction_path(&self, junction_path: &str) -> StorageResult<Vec<VolumeInfo>> {
+        let url = self.t().url(
+            &["storage", "volumes"],
+            &[("nas.path", junction_path), ("fields", wire::VOLUME_FIELDS)],
+        );
+        let records: Vec<wire::Volume> = self.t().get_collection(url, None).await?;
+        let mut out = Vec::new();
+        for v in records {
+            if v.nas.as_ref().and_then(|n| n.path.as_deref()) == Some(junction_path) {
+                out.push(self.volume_info(v, "").await?);
+            }
+        }
+        Ok(out)
+    }
+
     #[tracing::instrument(skip(self))]
     pub async fn volume(&self, uuid: &str) -> StorageResult<VolumeInfo> {
         let url = self.t().url(
@@ -1063,6 +1081,9 @@ impl Storage for OntapClient {
     }
     async fn volume(&self, uuid: &str) -> StorageResult<VolumeInfo> {
         OntapClient::volume(self, uuid).await
+    }
+    async fn volumes_by_junction_path(&self, junction_path: &str) -> StorageResult<Vec<VolumeInfo>> {
+        OntapClient::volumes_by_junction_path(self, junction_path).await
     }
     async fn create_snapshot(
         &self,
