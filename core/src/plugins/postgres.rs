@@ -259,6 +259,12 @@ impl AppPlugin for PostgresPlugin {
         let control = self.control()?;
         let first = target.volumes.first().ok_or_else(|| PluginError::App("postgres: nothing to recover".into()))?;
         let datadir = Self::volume_dir(control, first)?.join(&control.data_subdir);
+        // A new clone is mounted by whoever mounts junction paths (NFS automount, the
+        // simulator's mount manager): wait for it, bounded.
+        let deadline = Instant::now() + control.start_wait;
+        while !datadir.join("PG_VERSION").exists() && Instant::now() < deadline {
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
         // A copy of a running cluster holds its postmaster.pid: stale here.
         match std::fs::remove_file(datadir.join("postmaster.pid")) {
             Ok(()) => {}
