@@ -84,7 +84,7 @@ pub enum SimdbCommand {
 }
 
 /// A backup as the CLI and the API print it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BackupView {
     pub id: String,
     pub app: String,
@@ -101,7 +101,7 @@ pub struct BackupView {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SnapshotView {
     pub volume: String,
     pub volume_uuid: String,
@@ -138,7 +138,7 @@ impl From<&BackupRecord> for BackupView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RestoreView {
     pub id: String,
     pub backup_id: String,

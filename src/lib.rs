@@ -4,6 +4,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod runtime;
+pub mod serve_cmd;
+pub mod server;
 pub mod sim_plane;
 pub mod telemetry;

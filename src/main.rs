@@ -52,6 +52,9 @@ enum Command {
     /// database kind, SLA policy and protection status, from the current kubeconfig context
     /// or the in-cluster service account.
     Discover(stasis_k8s::cli::DiscoverArgs),
+    /// The REST API (OpenAPI at /api-docs/openapi.json), the web dashboard and /metrics
+    /// over the config file's apps; scheduled backups by SLA policy.
+    Serve(stasis::serve_cmd::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -454,7 +457,7 @@ fn main() -> ExitCode {
     let config = stasis::cli::config_path(cli.config.as_deref());
     // torture and verify install their own subscriber: it captures log lines for the secret check.
     if !matches!(cli.command, Command::Demo(_) | Command::Torture(_) | Command::Verify(_)) {
-        stasis::telemetry::init(cli.log_format, "warn");
+        stasis::telemetry::init(cli.log_format, if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
     }
     let result = runtime.block_on(async {
         match cli.command {
@@ -462,6 +465,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => stasis::cli::restore(&config, args).await,
             Command::Backups(stasis::cli::BackupsCommand::List(args)) => stasis::cli::backups_list(&config, args).await,
             Command::Simdb(command) => stasis::cli::simdb(&config, command).await,
+            Command::Serve(args) => stasis::serve_cmd::serve(&config, args).await,
             Command::Torture(args) => run_torture(args).await,
             Command::Demo(args) => run_demo(args).await,
             Command::Verify(args) => run_verify(args).await,

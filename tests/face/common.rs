@@ -81,3 +81,39 @@ catalog: catalog.sqlite
 pub fn stasis_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_stasis"))
 }
+
+/// The server's registry over the site's simulator, in process: app `bank` is the
+/// simulated database on bank_data + bank_log (through the simulator's in-process data
+/// plane, as `stasis demo` hosts it), with the SQLite catalog in the site's directory.
+pub async fn registry(site: &Site) -> (stasis::server::Registry, std::sync::Arc<stasis_core::plugins::simdb::SimDb>) {
+    use std::sync::Arc;
+    use stasis_core::catalog::Catalog;
+    use stasis_core::plugins::simdb::{SimDb, SimDbVolumes};
+
+    let mut config = ontap_client::OntapConfig::new(site.sim.base_url(), "admin", ontap_client::SecretString::from(PASSWORD.to_string()));
+    config.job_poll_interval = std::time::Duration::from_millis(5);
+    let client = Arc::new(ontap_client::OntapClient::new(config).expect("client"));
+    let volumes = client.volumes_by_name(SVM, &["bank_data".to_string(), "bank_log".to_string()]).await.expect("volumes");
+    let data = Arc::new(stasis_scenarios::sim_data::SimVolumeData::new(site.sim.sim().clone()));
+    let db = Arc::new(SimDb::create(data, SimDbVolumes::from_volume_infos(&volumes).unwrap(), &[0; 16], false, Arc::new(stasis_core::clock::SystemClock)).expect("simdb"));
+    let catalog = Arc::new(stasis_core::sqlite_catalog::SqliteCatalog::open(site.dir.path().join("catalog.sqlite")).expect("catalog"));
+    let spec = stasis_core::domain::AppSpec {
+        name: "bank".into(),
+        kind: stasis_core::domain::AppKind::Simdb,
+        svm: SVM.into(),
+        volumes: vec!["bank_data".into(), "bank_log".into()],
+        freeze_timeout: std::time::Duration::from_secs(2),
+    };
+    catalog.put_app(&spec).unwrap();
+    for (name, expr) in [("hourly", "0 * * * *"), ("daily", "30 2 * * *")] {
+        catalog.put_policy(&stasis_core::domain::Policy { name: name.into(), schedule: stasis_core::domain::Schedule::Cron { expr: expr.into() }, keep_last: Some(24), max_age: None }).unwrap();
+    }
+    let orchestrator = stasis_core::workflow::Orchestrator::new(client, catalog.clone(), Arc::new(stasis_core::clock::SystemClock));
+    let plugin: Arc<dyn stasis_core::plugin::AppPlugin> = db.clone();
+    let mut handle = stasis::server::AppHandle::new(spec, "site-a", orchestrator, Ok(plugin));
+    handle.namespace = "finance".into();
+    handle.workload = "bank-0".into();
+    (stasis::server::Registry { apps: vec![handle], catalog, title: "test".into() }, db)
+}
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
