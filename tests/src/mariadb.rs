@@ -19,7 +19,11 @@ pub const DATABASE: &str = "app";
 
 /// Create the schema (as the app user).
 pub async fn create_schema(rig: &MariaDbRig) -> anyhow::Result<()> {
-    let mut conn = rig.conn(None).await?;
+    create_schema_on(&rig.server, &rig.app_password).await
+}
+
+pub async fn create_schema_on(server: &MariaDb, password: &str) -> anyhow::Result<()> {
+    let mut conn = server.app_conn(password, None).await?;
     conn.query_drop(format!("CREATE DATABASE {DATABASE}")).await?;
     for (table, engine) in TABLES {
         conn.query_drop(format!("CREATE TABLE {DATABASE}.{table} (writer INT NOT NULL, n INT NOT NULL, payload VARCHAR(200) NOT NULL, PRIMARY KEY (writer, n)) {engine}")).await?;
@@ -58,13 +62,17 @@ impl Writers {
     /// Start `n_writers` writers against the rig's server; writer `w` writes table
     /// `TABLES[n % 3]` for its n-th row (so every engine is written all the time).
     pub async fn start(rig: &MariaDbRig, n_writers: u32) -> anyhow::Result<Writers> {
+        Self::start_on(&rig.server, &rig.app_password, n_writers).await
+    }
+
+    pub async fn start_on(server: &MariaDb, password: &str, n_writers: u32) -> anyhow::Result<Writers> {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Log::default());
         let mut tasks = Vec::new();
         for writer in 0..n_writers {
-            let mut conn = rig.conn(Some(DATABASE)).await?;
+            let mut conn = server.app_conn(password, Some(DATABASE)).await?;
             let (stop, log) = (stop.clone(), log.clone());
-            let (port, password) = (rig.server.port(), rig.app_password.clone());
+            let (port, password) = (server.port(), password.to_string());
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u32;
                 while !stop.load(Ordering::Relaxed) {
