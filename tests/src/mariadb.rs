@@ -55,7 +55,7 @@ pub struct Writers {
 
 /// The sequence number of a single-domain GTID `0-1-42` (or the last one of a list).
 pub fn gtid_seq(gtid: &str) -> Option<u64> {
-    gtid.split(',').filter(|g| !g.trim().is_empty()).map(|g| g.trim().rsplit('-').next().and_then(|s| s.parse().ok())).last().flatten()
+    gtid.split(',').filter(|g| !g.trim().is_empty()).filter_map(|g| g.trim().rsplit('-').next().and_then(|s| s.parse().ok())).next_back()
 }
 
 impl Writers {
