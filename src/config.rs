@@ -139,7 +139,7 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// `127.0.0.1:8443` by default.
+    /// `127.0.0.1:7070` by default (`serve_cmd::LISTEN_DEFAULT`).
     #[serde(default)]
     pub listen: Option<String>,
     /// The API's bearer token; generated (and printed once) if this file does not exist.
