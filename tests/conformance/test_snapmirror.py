@@ -57,6 +57,18 @@ def on(conn, resource):
     return resource
 
 
+def wait_for(what, resource, fields, done, timeout=30):
+    """Re-read `resource` until `done(resource)`. `get()` returns a truthy
+    NetAppResponse, so it must never be the condition itself."""
+    def check():
+        resource.get(fields=fields)
+        try:
+            return done(resource)
+        except AttributeError:  # the field is absent until the first transfer starts
+            return False
+    return wait(what, check, timeout)
+
+
 def wait(what, check, timeout=30):
     deadline = time.time() + timeout
     while True:
@@ -138,7 +150,7 @@ def test_relationship_lifecycle(sites):
     # Initialize.
     rel.state = "snapmirrored"
     rel.patch()
-    wait("initialize", lambda: rel.get(fields="state,transfer,healthy") or rel.state == "snapmirrored")
+    wait_for("initialize", rel, "state,transfer,healthy", lambda r: r.state == "snapmirrored")
     assert rel.healthy
     assert sim_get(port_b, dst.uuid, "db/data.txt") == (200, b"version 1")
     assert sim_put(port_b, dst.uuid, "db/data.txt", b"no") == 400, "a mirrored DP volume is read-only"
@@ -149,7 +161,7 @@ def test_relationship_lifecycle(sites):
     transfer = on(b, SnapmirrorTransfer(rel.uuid, source_snapshot="app_2"))
     transfer.post()
     assert transfer.uuid
-    wait("update", lambda: transfer.get(fields="state,bytes_transferred") or transfer.state in ("success", "failed"))
+    wait_for("update", transfer, "state,bytes_transferred", lambda r: r.state in ("success", "failed"))
     assert transfer.state == "success"
     assert 0 < transfer.bytes_transferred < 64 * 1024
     rel.get(fields="exported_snapshot,last_transfer_type")
@@ -169,7 +181,7 @@ def test_relationship_lifecycle(sites):
     # Resync: B's writes are discarded, B follows A again.
     rel.state = "snapmirrored"
     rel.patch()
-    wait("resync", lambda: rel.get(fields="state,last_transfer_type,transfer") or (rel.state == "snapmirrored" and rel.transfer.state == "success"))
+    wait_for("resync", rel, "state,last_transfer_type,transfer", lambda r: (r.state == "snapmirrored" and r.transfer.state == "success"))
     assert rel.last_transfer_type == "resync"
     assert sim_get(port_b, dst.uuid, "db/data.txt") == (200, b"version 2")
 
@@ -185,7 +197,7 @@ def test_relationship_lifecycle(sites):
     back = [r for r in SnapmirrorRelationship.get_collection(connection=a, fields="*") if r.destination.path == f"{SVM_A}:{name}"]
     assert len(back) == 1 and back[0].source.path == f"{SVM_B}:{name}_dst"
     back = on(a, back[0])
-    wait("reverse resync", lambda: back.get(fields="state,transfer") or (back.state == "snapmirrored" and back.transfer.state == "success"))
+    wait_for("reverse resync", back, "state,transfer", lambda r: (r.state == "snapmirrored" and r.transfer.state == "success"))
     assert sim_get(port_a, src.uuid, "db/data.txt") == (200, b"served by B")
     src.get(fields="type")
     assert src.type == "dp"
