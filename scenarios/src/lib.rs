@@ -5,6 +5,8 @@
 pub mod demo;
 pub mod demo_mariadb;
 pub mod mariadb;
+pub mod postgres;
 pub mod sim_data;
 pub mod torture;
 pub mod verify;
+pub mod writers;
