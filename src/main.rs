@@ -52,6 +52,12 @@ enum Command {
     /// database kind, SLA policy and protection status, from the current kubeconfig context
     /// or the in-cluster service account.
     Discover(stasis_k8s::cli::DiscoverArgs),
+    /// Print the operator's CustomResourceDefinitions (BackupPolicy, Backup, Restore,
+    /// DrPlan in group stasis.io) as YAML: `stasis crds | kubectl apply -f -`.
+    Crds,
+    /// Run the Kubernetes operator: reconcile Backup, BackupPolicy, Restore and DrPlan
+    /// resources while this replica holds the leader Lease (see deploy/).
+    Operator(stasis_k8s::cli::OperatorArgs),
     /// The REST API (OpenAPI at /api-docs/openapi.json), the web dashboard and /metrics
     /// over the config file's apps; scheduled backups by SLA policy.
     Serve(stasis::serve_cmd::ServeArgs),
@@ -445,6 +451,23 @@ fn discover_context(config: &std::path::Path, cluster: Option<&str>) -> anyhow::
     Ok(stasis_k8s::cli::DiscoverContext { storage, catalog: Some(rt.catalog.clone()) })
 }
 
+/// The operator's ONTAP clusters and catalog, from `stasis.yaml`.
+fn operator_wiring(config: &std::path::Path, cluster: Option<&str>) -> anyhow::Result<stasis_k8s::cli::OperatorWiring> {
+    let rt = stasis::runtime::Runtime::load(config)?;
+    let name = match (cluster, rt.config.clusters.as_slice()) {
+        (Some(name), _) => name.to_string(),
+        (None, [only]) => only.name.clone(),
+        (None, _) => bail!("{} names several ONTAP clusters: choose the apps' one with --cluster NAME", config.display()),
+    };
+    let storage: std::sync::Arc<dyn stasis_core::storage::Storage> = rt.client(&name)?;
+    let mut replication = std::collections::BTreeMap::new();
+    for c in &rt.config.clusters {
+        let client: std::sync::Arc<dyn stasis_core::replication::Replication> = rt.client(&c.name)?;
+        replication.insert(c.name.clone(), client);
+    }
+    Ok(stasis_k8s::cli::OperatorWiring { storage, replication, catalog: Some(rt.catalog.clone()), plugins: None, restore: None })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -457,7 +480,7 @@ fn main() -> ExitCode {
     let config = stasis::cli::config_path(cli.config.as_deref());
     // torture and verify install their own subscriber: it captures log lines for the secret check.
     if !matches!(cli.command, Command::Demo(_) | Command::Torture(_) | Command::Verify(_)) {
-        stasis::telemetry::init(cli.log_format, if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
+        stasis::telemetry::init(cli.log_format, if matches!(cli.command, Command::Serve(_) | Command::Operator(_)) { "info" } else { "warn" });
     }
     let result = runtime.block_on(async {
         match cli.command {
@@ -469,6 +492,11 @@ fn main() -> ExitCode {
             Command::Torture(args) => run_torture(args).await,
             Command::Demo(args) => run_demo(args).await,
             Command::Verify(args) => run_verify(args).await,
+            Command::Crds => stasis_k8s::cli::crds().map(|()| ExitCode::SUCCESS),
+            Command::Operator(args) => {
+                let wiring = operator_wiring(&config, args.cluster.as_deref())?;
+                stasis_k8s::cli::operator(args, wiring).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Discover(args) => {
                 let ctx = discover_context(&config, args.cluster.as_deref())?;
                 stasis_k8s::cli::discover(args, ctx).await.map(|()| ExitCode::SUCCESS)

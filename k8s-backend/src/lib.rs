@@ -7,7 +7,7 @@
 //! - [`capture`]: the app's objects stored with each backup, and their re-application into
 //!   a namespace (restore to a new namespace), failing closed on conflicts.
 //! - [`restore`]: the Kubernetes side of core's restore workflows, as an `AppPlugin` wrapper.
-//! - [`crd`], [`lease`], [`operator`]: the operator's resources, leader election and controller.
+//! - [`crd`], [`leader`], [`operator`]: the operator's resources, leader election and controller.
 //!
 //! Architecture invariant: no ONTAP JSON here; ONTAP is reached only through core's
 //! `Storage` seam.
@@ -15,11 +15,11 @@
 // pub mod capture;
 pub mod cli;
 pub mod cluster;
-// pub mod crd;
+pub mod crd;
 pub mod discovery;
 pub mod error;
-// pub mod lease;
-// pub mod operator;
+pub mod leader;
+pub mod operator;
 // pub mod plugin_pod;
 // pub mod rbac;
 pub mod report;

@@ -24,7 +24,7 @@ use crate::storage::{Storage, StorageError};
 
 pub use backup::BackupOutcome;
 pub use reconcile::ReconcileReport;
-pub use retention::{next_due, RetentionReport};
+pub use retention::{next_due, select_expired, RetentionReport};
 
 /// The places a workflow can be interrupted. Listed in the order a backup or restore
 /// passes them; the harness crashes the orchestrator at each.
