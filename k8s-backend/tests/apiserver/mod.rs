@@ -37,6 +37,13 @@ impl http_body::Body for ChanBody {
     }
 }
 
+/// One watch event, a line of JSON as the API server streams it.
+fn event_line(kind: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
 fn once(bytes: Vec<u8>) -> ChanBody {
     let (tx, rx) = mpsc::unbounded_channel();
     let _ = tx.send(Bytes::from(bytes));
@@ -352,7 +359,7 @@ impl ApiServer {
     }
 
     fn notify(s: &mut State, key: &Key, kind: &str, obj: &Value) {
-        let line = Bytes::from(serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap() + "\n".as_bytes().to_vec().as_slice());
+        let line = event_line(kind, obj);
         s.watchers.retain(|w| {
             if w.group != key.group || w.resource != key.resource || (w.namespace.is_some() && w.namespace != key.namespace) {
                 return !w.tx.is_closed();
@@ -391,7 +398,7 @@ impl ApiServer {
                 .filter(|v| v["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) > from)
                 .collect();
             for obj in changed {
-                let _ = tx.send(Bytes::from(serde_json::to_vec(&json!({"type": "MODIFIED", "object": obj})).unwrap() + "\n".as_bytes().to_vec().as_slice()));
+                let _ = tx.send(event_line("MODIFIED", &obj));
             }
             s.watchers.push(Watcher { group: p.group.clone(), resource: p.resource.clone(), namespace: p.namespace.clone(), tx });
             s.log[index].status = Some(200);
