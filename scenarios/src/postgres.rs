@@ -434,6 +434,11 @@ impl crate::writers::Sink for PgSink {
 /// Start `count` writers (ids `first_writer..`) on the server at `port`, each on its own
 /// connection; the table is created if needed.
 pub async fn writers(port: u16, first_writer: i32, count: i32) -> anyhow::Result<Writers> {
+    Ok(Writers::start(first_writer, sinks(port, count).await?))
+}
+
+/// `count` writer connections to the server at `port` (the table created if needed).
+pub async fn sinks(port: u16, count: i32) -> anyhow::Result<Vec<Box<dyn crate::writers::Sink>>> {
     connect(port, START_WAIT_MAX).await?.batch_execute(TABLE_DDL).await.context("creating the table")?;
     let mut sinks: Vec<Box<dyn crate::writers::Sink>> = Vec::new();
     for _ in 0..count {
@@ -441,7 +446,7 @@ pub async fn writers(port: u16, first_writer: i32, count: i32) -> anyhow::Result
         let insert = client.prepare("INSERT INTO acked (writer, seq) VALUES ($1, $2) RETURNING pg_current_xact_id()::text").await?;
         sinks.push(Box::new(PgSink { client, insert }));
     }
-    Ok(Writers::start(first_writer, sinks))
+    Ok(sinks)
 }
 
 /// The rows of a (restored) server, `(writer, seq)`.

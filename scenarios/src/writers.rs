@@ -41,8 +41,8 @@ pub struct Writers {
 
 impl Writers {
     /// Writer `first_writer + i` commits through `sinks[i]`, rows `1, 2, ...`, with at most
-    /// `budget` commits each (None: until stopped).
-    pub fn start_with_budget(first_writer: i32, sinks: Vec<Box<dyn Sink>>, budget: Option<u64>) -> Writers {
+    /// `budget` commits each (None: until stopped), `pace` apart (None: back to back).
+    pub fn start_with_budget(first_writer: i32, sinks: Vec<Box<dyn Sink>>, budget: Option<u64>, pace: Option<Duration>) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
         let tasks = sinks
@@ -57,6 +57,9 @@ impl Writers {
                         let txid = sink.commit(writer, seq).await.with_context(|| format!("writer {writer}, row {seq}"))?;
                         acks.lock().unwrap_or_else(|e| e.into_inner()).push(Ack { writer, seq, txid, issued, acked: Instant::now() });
                         seq += 1;
+                        if let Some(pace) = pace {
+                            tokio::time::sleep(pace).await;
+                        }
                     }
                     Ok(())
                 })
@@ -66,7 +69,7 @@ impl Writers {
     }
 
     pub fn start(first_writer: i32, sinks: Vec<Box<dyn Sink>>) -> Writers {
-        Self::start_with_budget(first_writer, sinks, None)
+        Self::start_with_budget(first_writer, sinks, None, None)
     }
 
     pub fn acknowledged(&self) -> usize {

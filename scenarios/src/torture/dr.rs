@@ -195,6 +195,8 @@ pub struct DrCaseResult {
     pub updates_failed: u64,
     pub failovers: u64,
     pub rpo_ms: Option<f64>,
+    /// Acknowledged transactions on A that the state B started from does not hold.
+    pub rpo_transactions: Option<u64>,
     pub rto_ms: Option<f64>,
     /// B started at a state that is not exactly one complete app-consistent backup's.
     pub torn_or_inexact: u64,
@@ -249,10 +251,27 @@ pub enum DrMutant {
 }
 
 pub async fn run_dr_case_with(seed: u64, mutant: Option<DrMutant>) -> DrCaseResult {
+    run_dr_case_shaped(seed, None, mutant).await
+}
+
+/// What a scenario file fixes about a DR case (the rest is drawn from the seed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrShape {
+    /// Data and log on two volumes (one consistency group).
+    pub two_volumes: bool,
+    /// Replicated backups before the disaster (at least 1).
+    pub backups: usize,
+}
+
+/// A DR case with `shape` (None: drawn from the seed, as `stasis torture --dr` does).
+pub async fn run_dr_case_shaped(seed: u64, shape: Option<DrShape>, mutant: Option<DrMutant>) -> DrCaseResult {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut result = DrCaseResult::default();
-    let cfg = TwoSitesConfig { seed, two_volumes: rng.gen_bool(0.5), client_timeout: Duration::from_secs(2), freeze_timeout: Duration::from_millis(500), ..Default::default() };
+    // Drawn even when the shape fixes it, so a seed gives the same rest of the case.
+    let two_volumes = rng.gen_bool(0.5);
+    let two_volumes = shape.map_or(two_volumes, |s| s.two_volumes);
+    let cfg = TwoSitesConfig { seed, two_volumes, client_timeout: Duration::from_secs(2), freeze_timeout: Duration::from_millis(500), ..Default::default() };
     let s = match TwoSites::start(cfg).await {
         Ok(s) => s,
         Err(e) => {
@@ -268,6 +287,7 @@ pub async fn run_dr_case_with(seed: u64, mutant: Option<DrMutant>) -> DrCaseResu
     let disaster = DISASTERS[rng.gen_range(0..DISASTERS.len())];
     result.disaster = Some(disaster);
     let n_ops = rng.gen_range(2..6);
+    let n_ops = shape.map_or(n_ops, |s| s.backups.max(1) - 1);
     let mut taken: Vec<Taken> = Vec::new();
     let mut transfer_max = Duration::ZERO;
     let mut link_faulted_at: Option<usize> = None;
@@ -332,6 +352,7 @@ pub async fn run_dr_case_with(seed: u64, mutant: Option<DrMutant>) -> DrCaseResu
         let n = s.db.n_keys();
         let _ = s.db.try_transfer(rng.gen_range(0..n), rng.gen_range(0..n), 1);
     }
+    let acknowledged_on_a = s.db.last_committed_txid().unwrap_or(0);
     s.site_a_down();
     let standby = match s.standby_b() {
         Ok(p) => p,
@@ -366,6 +387,9 @@ pub async fn run_dr_case_with(seed: u64, mutant: Option<DrMutant>) -> DrCaseResu
             result.rto_ms = record.rto.map(|d| d.as_secs_f64() * 1000.0);
             if mutant == Some(DrMutant::WriteBeforeCheck) {
                 let _ = standby.try_transfer(0, 1, 1);
+            }
+            if let Some(t) = record.restored_backup_id.as_ref().and_then(|id| taken.iter().find(|t| &t.id == id)) {
+                result.rpo_transactions = Some(acknowledged_on_a.saturating_sub(t.txid));
             }
             check_failover(&mut result, &taken, &record, &standby, transfer_max, link_faulted_at, failover_started);
         }

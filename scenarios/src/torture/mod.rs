@@ -165,9 +165,25 @@ fn mode_name(mode: PluginMode) -> &'static str {
     }
 }
 
+/// Runs one case of a campaign: the simulated database ([`SimdbRunner`]) or a real server
+/// (`verify::real`). Generation, shrinking and the report are the same for all.
+pub trait CaseRunner: Sync {
+    fn run<'a>(&'a self, spec: &'a CaseSpec, cfg: CaseConfig) -> futures::future::BoxFuture<'a, CaseResult>;
+}
+
+/// Cases on the simulated database, in the simulator's data plane.
+pub struct SimdbRunner;
+
+impl CaseRunner for SimdbRunner {
+    fn run<'a>(&'a self, spec: &'a CaseSpec, cfg: CaseConfig) -> futures::future::BoxFuture<'a, CaseResult> {
+        Box::pin(run_case(spec, cfg))
+    }
+}
+
 struct Campaign<'a> {
     opts: &'a TortureOptions,
     logs: LogCapture,
+    runner: &'a dyn CaseRunner,
 }
 
 impl Campaign<'_> {
@@ -190,7 +206,7 @@ impl Campaign<'_> {
     /// log capture is shared, and each canary is unique to its case).
     async fn run_batch(&self, cases: &[(CaseSpec, u64)]) -> Vec<CaseResult> {
         let configs: Vec<CaseConfig> = cases.iter().map(|(_, seed)| self.config(*seed)).collect();
-        let runs = cases.iter().zip(&configs).map(|((spec, _), cfg)| run_case(spec, cfg.clone()));
+        let runs = cases.iter().zip(&configs).map(|((spec, _), cfg)| self.runner.run(spec, cfg.clone()));
         let mut results = futures::future::join_all(runs).await;
         let logs = self.logs.take();
         for (result, cfg) in results.iter_mut().zip(&configs) {
@@ -214,9 +230,14 @@ fn command(opts: &TortureOptions, case_seed: u64) -> String {
 }
 
 /// Run a campaign. `progress` is called after each case with (done, total).
-pub async fn run_campaign(opts: &TortureOptions, mut progress: impl FnMut(u64, u64)) -> TortureReport {
+pub async fn run_campaign(opts: &TortureOptions, progress: impl FnMut(u64, u64)) -> TortureReport {
+    run_campaign_with(opts, &SimdbRunner, progress).await
+}
+
+/// A campaign whose cases `runner` runs.
+pub async fn run_campaign_with(opts: &TortureOptions, runner: &dyn CaseRunner, mut progress: impl FnMut(u64, u64)) -> TortureReport {
     let started = Instant::now();
-    let campaign = Campaign { opts, logs: capture_logs() };
+    let campaign = Campaign { opts, logs: capture_logs(), runner };
     let mut report = TortureReport {
         mode: mode_name(opts.mode).into(),
         seed: opts.seed,

@@ -4,7 +4,9 @@
 //! finds the violations it exists to catch), a JUnit test case, and for any failure the
 //! one command that reproduces it.
 
+pub mod dr;
 pub mod format;
+pub mod real;
 pub mod yaml;
 
 use std::path::Path;
@@ -68,16 +70,34 @@ pub struct ScenarioResult {
 
 /// Why this build cannot run the scenario yet, if it cannot.
 pub fn unsupported(s: &Scenario) -> Option<String> {
+    let failover = s.steps().any(|st| matches!(st, Step::Failover { .. }));
     match s.app.kind {
-        Kind::Simdb => {}
-        Kind::Mysql => return Some("kind mysql: campaigns on a real MariaDB server are not in this build yet (they need the MySQL plugin and the MariaDB launcher)".into()),
-        Kind::Postgres => return Some("kind postgres: campaigns on a real PostgreSQL server are not in this build yet (the plugin is tested end to end by core's postgres test)".into()),
-        Kind::ExecHooks => return Some("kind exec-hooks: campaigns that run hooks against a live app are not in this build yet (the hooks plugin is tested on its own)".into()),
+        Kind::Simdb if failover => dr::unsupported(s),
+        Kind::Simdb => None,
+        Kind::Mysql | Kind::Postgres => {
+            let kind = if s.app.kind == Kind::Mysql { "mysql" } else { "postgres" };
+            if failover {
+                Some(format!("kind {kind}: failover cases run on the simulated database (kind simdb) in this build"))
+            } else if s.faults.is_some() {
+                Some(format!("kind {kind}: faults are injected on the simulated database (kind simdb) in this build; campaigns on a real server run without them (drop the faults section)"))
+            } else if s.mode != Mode::App {
+                Some(format!("kind {kind}: mode crash runs on the simulated database (kind simdb) in this build"))
+            } else if s.app.existing_snapshots > 0 {
+                Some(format!("kind {kind}: existing_snapshots is simulated on kind simdb only in this build"))
+            } else if s.app.kind == Kind::Mysql && s.app.volumes.len() != 1 {
+                Some("kind mysql: the harness runs MariaDB with its data directory on one volume".into())
+            } else {
+                None
+            }
+        }
+        Kind::ExecHooks => Some(
+            "kind exec-hooks: a campaign needs an application the hooks quiesce and a checker for it; this build runs the hooks plugin (core/src/plugins/exec.rs) in its own tests, not in campaigns (use kind simdb, mysql or postgres)".into(),
+        ),
     }
-    if s.steps().any(|st| matches!(st, Step::Failover { .. })) {
-        return Some("step failover: disaster-recovery failover is not in the harness yet (SnapMirror failover in core and DR operations in the harness)".into());
-    }
-    None
+}
+
+fn is_real_server(s: &Scenario) -> bool {
+    matches!(s.app.kind, Kind::Mysql | Kind::Postgres)
 }
 
 fn fault_strategy(step: &Step, s: &Scenario) -> BoxedStrategy<Option<Fault>> {
@@ -125,7 +145,8 @@ fn op_strategy(step: &Step, s: &Scenario) -> BoxedStrategy<Op> {
             let keep_last = *keep_last;
             fault.prop_map(move |fault| Op::Retention { keep_last, fault }).boxed()
         }
-        Step::Failover { .. } => unreachable!("scenarios with failover are reported unsupported before cases are generated"),
+        // DR cases draw their own disaster (`dr::run`); the strategy is not used for them.
+        Step::Failover { .. } => Just(Op::Work { commits: 0, background_steps: 0 }).boxed(),
     }
 }
 
@@ -175,6 +196,11 @@ const ALL_VIOLATIONS: [Violation; 6] = [Violation::InconsistentRestores, Violati
 
 /// Run one scenario to its verdict.
 pub async fn run_scenario(s: &Scenario, opts: &VerifyOptions, progress: impl FnMut(u64, u64)) -> ScenarioResult {
+    run_scenario_with(s, opts, None, progress).await
+}
+
+/// Run one scenario with a broken DR system (`dr_mutant`, for negative controls).
+pub async fn run_scenario_with(s: &Scenario, opts: &VerifyOptions, dr_mutant: Option<crate::torture::dr::DrMutant>, progress: impl FnMut(u64, u64)) -> ScenarioResult {
     let file = s.path.display().to_string();
     let mut result = ScenarioResult { name: s.name.clone(), file: file.clone(), outcome: Outcome::Unsupported, reasons: Vec::new(), reproduce: None, seconds: 0.0, report: None };
     if let Some(why) = unsupported(s) {
@@ -202,14 +228,25 @@ pub async fn run_scenario(s: &Scenario, opts: &VerifyOptions, progress: impl FnM
         mutant: None,
         freeze_timeout: Duration::from_millis(s.app.freeze_timeout_ms),
         client_timeout: client_timeout(s, opts),
-        // A negative control's failures are its findings: nothing to shrink.
-        shrink: !negative_control,
+        // A negative control's failures are its findings: nothing to shrink. A case on a real
+        // server takes tens of seconds: its seed reproduces it, shrinking would take hours.
+        shrink: !negative_control && !is_real_server(s),
         replay,
         failures_max: 3,
-        parallel: opts.parallel.max(1),
+        // One real server at a time: a case's servers and FUSE threads fill two cores.
+        parallel: if is_real_server(s) { 1 } else { opts.parallel.max(1) },
         strategy: Some(strategy),
     };
-    let report = torture::run_campaign(&torture_opts, progress).await;
+    let report = if s.steps().any(|st| matches!(st, Step::Failover { .. })) {
+        dr::run(s, cases, seed, opts.case_seed, opts.parallel, dr_mutant, progress).await
+    } else {
+        let runner: &dyn torture::CaseRunner = match s.app.kind {
+            Kind::Mysql => &real::RealRunner { engine: real::Engine::Mysql },
+            Kind::Postgres => &real::RealRunner { engine: real::Engine::Postgres },
+            Kind::Simdb | Kind::ExecHooks => &torture::SimdbRunner,
+        };
+        torture::run_campaign_with(&torture_opts, runner, progress).await
+    };
     result.seconds = report.seconds;
     let here = if opts.case_seed.is_some() { format!("case seed {}", torture_opts.seed) } else { format!("{} cases, seed {seed}", report.cases) };
     let mut problems = Vec::new();
