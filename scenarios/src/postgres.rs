@@ -108,6 +108,7 @@ fn run_ok(argv: &[String]) -> anyhow::Result<String> {
 pub fn init(data_dir: &Path, wal_dir: Option<&Path>) -> anyhow::Result<()> {
     for dir in std::iter::once(data_dir).chain(wal_dir) {
         if let Some(parent) = dir.parent() {
+            wait_until_mounted(parent)?;
             hand_over(parent)?;
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -117,13 +118,45 @@ pub fn init(data_dir: &Path, wal_dir: Option<&Path>) -> anyhow::Result<()> {
     if let Some(wal) = wal_dir {
         args.extend(["--waldir".into(), wal.to_string_lossy().into_owned()]);
     }
-    run_ok(&command("initdb", &args)?)?;
+    if let Err(e) = run_ok(&command("initdb", &args)?) {
+        // Diagnose: is each volume still mounted, what does its root hold?
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let state: Vec<String> = std::iter::once(data_dir)
+            .chain(wal_dir)
+            .filter_map(|d| d.parent())
+            .map(|p| {
+                let mounted = mounts.lines().any(|l| l.split(' ').nth(4) == Some(&*p.to_string_lossy()));
+                let entries: Vec<String> = std::fs::read_dir(p).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+                format!("{} mounted={mounted} entries={entries:?}", p.display())
+            })
+            .collect();
+        return Err(e.context(format!("initdb failed; {}", state.join("; "))));
+    }
     let settings = "\n# stasis test harness (scenarios/src/postgres.rs)\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nshared_buffers = 16MB\nmax_connections = 40\nmax_wal_size = 256MB\nwal_keep_size = 512MB\n";
     let conf = data_dir.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).with_context(|| format!("reading {}", conf.display()))?;
     text.push_str(settings);
     std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     Ok(())
+}
+
+/// Longest wait for a volume's mount to take effect.
+const MOUNT_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Wait until `dir` is a mount point (another device than its parent): a directory made
+/// before the mount takes effect would land beneath it and vanish from view.
+fn wait_until_mounted(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent().with_context(|| format!("{} has no parent", dir.display()))?;
+    let deadline = Instant::now() + MOUNT_WAIT_MAX;
+    loop {
+        let (own, up) = (std::fs::metadata(dir).map(|m| m.dev()), std::fs::metadata(parent).map(|m| m.dev()));
+        if matches!((own, up), (Ok(a), Ok(b)) if a != b) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{} is not a mount point after {MOUNT_WAIT_MAX:?}", dir.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The first line of `postmaster.pid`: the postmaster's pid.

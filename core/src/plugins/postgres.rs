@@ -43,6 +43,8 @@ const CONNECT_WAIT_MAX: Duration = Duration::from_secs(3);
 const STATEMENT_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How often `stop`, `start` and `recover` look at whether a server answers.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Lines of a failed recovery instance's log quoted in the error.
+const LOG_TAIL_LINES: usize = 5;
 /// Longest a control command (`pg_controldata`, stop, start) may run.
 const COMMAND_WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -177,7 +179,14 @@ impl PostgresPlugin {
                     }
                 }
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(PluginError::Verification(format!("postgres: the recovery instance exited ({status}) before it accepted connections")));
+                    // It exited: its stderr (the server log) is complete; the tail says why.
+                    let mut log = String::new();
+                    if let Some(mut stderr) = child.stderr.take() {
+                        use tokio::io::AsyncReadExt;
+                        let _ = stderr.read_to_string(&mut log).await;
+                    }
+                    let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL_LINES).collect::<Vec<_>>().into_iter().rev().collect();
+                    return Err(PluginError::Verification(format!("postgres: the recovery instance exited ({status}) before it accepted connections: {}", tail.join(" | "))));
                 }
                 if Instant::now() >= deadline {
                     return Err(PluginError::Verification(format!("postgres: the restored copy did not open within {:?}", control.start_wait)));
@@ -274,6 +283,11 @@ impl AppPlugin for PostgresPlugin {
         if let (Some(wal_volume), Some(wal_subdir)) = (target.volumes.get(1), &control.wal_subdir) {
             // pg_wal is a symlink to the WAL volume: point it at this copy's WAL.
             let wal_dir = Self::volume_dir(control, wal_volume)?.join(wal_subdir);
+            // The WAL clone is mounted on its own schedule too: a server started before it
+            // appears finds no pg_wal and exits.
+            while !wal_dir.is_dir() && Instant::now() < deadline {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
             let link = datadir.join("pg_wal");
             std::fs::remove_file(&link).map_err(|e| app_error("postgres: replacing the pg_wal link", e))?;
             std::os::unix::fs::symlink(&wal_dir, &link).map_err(|e| app_error("postgres: linking pg_wal", e))?;

@@ -59,8 +59,10 @@ impl Inner {
 
     fn reconcile(&self) -> Vec<anyhow::Error> {
         let mut errors = Vec::new();
-        let wanted: BTreeMap<String, String> = self.sim.read(|s| s.volumes.values().filter_map(|v| v.junction_path.clone().map(|p| (v.uuid.clone(), p))).collect());
+        // Read what is wanted under the mounts lock: a reconcile that read it earlier and
+        // waited for the lock would unmount a volume another reconcile had just mounted.
         let mut mounts = self.mounts.lock();
+        let wanted: BTreeMap<String, String> = self.sim.read(|s| s.volumes.values().filter_map(|v| v.junction_path.clone().map(|p| (v.uuid.clone(), p))).collect());
         let gone: Vec<String> = mounts.iter().filter(|(uuid, m)| wanted.get(*uuid) != Some(&m.junction)).map(|(uuid, _)| uuid.clone()).collect();
         for uuid in gone {
             let m = mounts.remove(&uuid).expect("listed above");
