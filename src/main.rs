@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use stasis_scenarios::demo::{self, DemoOptions};
-use stasis_scenarios::demo_mariadb;
 use stasis_scenarios::torture::{self, FaultKind, FaultSet, Mutant, PluginMode, TortureOptions};
 
 #[derive(Parser)]
@@ -33,7 +31,7 @@ enum Command {
     /// crash-consistent vs application-consistent, on a simulated ONTAP cluster started in
     /// this process. The workload is a real MariaDB on a FUSE-mounted simulated volume when
     /// mariadbd and FUSE are available, else the simulated database. Nothing to configure.
-    Demo(DemoArgs),
+    Demo(stasis::demo_cmd::DemoArgs),
     /// Back up one app of the config file now.
     Backup(stasis::cli::BackupArgs),
     /// Restore a backup in place (refused while the app's server answers, unless the app
@@ -92,27 +90,6 @@ struct VerifyArgs {
     /// The ONTAP client's request timeout in the cases, in milliseconds (raise it on a loaded machine).
     #[arg(long, default_value_t = 50)]
     client_timeout_ms: u64,
-}
-
-#[derive(clap::Args)]
-struct DemoArgs {
-    /// Print one JSON object instead of the narration.
-    #[arg(long)]
-    json: bool,
-    /// Leave the simulated cluster serving at the end (URL, user and password are printed)
-    /// until Ctrl-C.
-    #[arg(long)]
-    keep_running: bool,
-    /// `auto`: MariaDB when mariadbd and FUSE are available here, else the simulated database.
-    #[arg(long, value_enum, default_value = "auto")]
-    workload: WorkloadArg,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum WorkloadArg {
-    Auto,
-    Simdb,
-    Mariadb,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -239,114 +216,6 @@ async fn run_torture(args: TortureArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.violations() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The demo's narration on stdout, with a progress bar (on stderr, when it is a terminal)
-/// for the long steps. Silent in JSON mode.
-struct Console {
-    quiet: bool,
-    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
-}
-
-impl demo::Observer for Console {
-    fn say(&self, line: &str) {
-        if self.quiet {
-            return;
-        }
-        match self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(bar) => bar.suspend(|| println!("{line}")),
-            None => println!("{line}"),
-        }
-    }
-
-    fn progress(&self, label: &str, done: u64, total: u64) {
-        if self.quiet {
-            return;
-        }
-        let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
-        if done >= total {
-            if let Some(bar) = bar.take() {
-                bar.finish_and_clear();
-            }
-            return;
-        }
-        let bar = bar.get_or_insert_with(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(indicatif::ProgressStyle::with_template("      {bar:30} {pos}/{len} {msg}  {elapsed}").expect("valid template"));
-            bar
-        });
-        bar.set_message(label.to_string());
-        bar.set_position(done);
-    }
-}
-
-async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    if std::env::var_os("STASIS_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_env("STASIS_LOG")).with_writer(std::io::stderr).try_init();
-    }
-    let console = Console { quiet: args.json, bar: std::sync::Mutex::new(None) };
-    let asked = match args.workload {
-        WorkloadArg::Auto => demo_mariadb::Workload::Auto,
-        WorkloadArg::Simdb => demo_mariadb::Workload::Simdb,
-        WorkloadArg::Mariadb => demo_mariadb::Workload::Mariadb,
-    };
-    let (workload, mut why_simdb) = demo_mariadb::choose(asked);
-    if workload == demo_mariadb::Workload::Mariadb {
-        let opts = demo_mariadb::MariaDbDemoOptions { keep_running: args.keep_running, ..Default::default() };
-        // Ctrl-C drops the run: its guards stop the servers and unmount the volumes.
-        let result = tokio::select! {
-            r = demo_mariadb::run(&opts, &console) => r,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted: everything the demo started was stopped"),
-        };
-        match result {
-            Ok(run) => return finish_mariadb_demo(run, args.json).await,
-            Err(e) if asked == demo_mariadb::Workload::Auto => {
-                let reason = format!("the MariaDB walk-through could not be set up ({e:#})");
-                demo::Observer::say(&console, &format!("{reason}: falling back to the simulated database"));
-                why_simdb = Some(reason);
-            }
-            Err(e) => return Err(e.context("the MariaDB demo could not start")),
-        }
-    }
-    let opts = DemoOptions { keep_running: args.keep_running, why_simdb, ..DemoOptions::default() };
-    let run = tokio::select! {
-        r = demo::run(&opts, &console) => r.context("the demo could not start")?,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted: everything the demo started was stopped"),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&run.report).context("serialising the report")?);
-    }
-    if let Some(kept) = run.kept {
-        let url = kept.sim.base_url();
-        let auth = format!("{}:{}", kept.username, kept.password);
-        let mut info = vec![
-            String::new(),
-            "The simulated ONTAP cluster is still serving (Ctrl-C to stop it):".to_string(),
-            format!("  URL       {url}"),
-            format!("  user      {}", kept.username),
-            format!("  password  {}   (generated for this run)", kept.password),
-            "  try:".to_string(),
-            format!("    curl -s -u '{auth}' '{url}/api/storage/volumes?fields=name,nas.path,space.size,space.used'"),
-        ];
-        if let Some((name, uuid)) = kept.volumes.first() {
-            info.push(format!("    curl -s -u '{auth}' '{url}/api/storage/volumes/{uuid}/snapshots?fields=name,create_time'   # {name}"));
-            info.push(format!("    curl -s -u '{auth}' '{url}/sim/v1/volumes/{uuid}/files'   # the database's files on {name}"));
-        }
-        // In JSON mode stdout holds exactly one object: the rest goes to stderr.
-        for line in info {
-            if args.json {
-                eprintln!("{line}");
-            } else {
-                println!("{line}");
-            }
-        }
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        kept.sim.shutdown().await;
-        if !args.json {
-            println!("simulator stopped");
-        }
-    }
-    Ok(if run.report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
 async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     use stasis_scenarios::verify;
     // Every file is checked before anything runs: a typo in the last one fails at once.
@@ -410,28 +279,6 @@ async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.all_passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn finish_mariadb_demo(run: demo_mariadb::MariaDbDemoRun, json: bool) -> anyhow::Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&run.report).context("serialising the report")?);
-    }
-    if let Some(kept) = run.kept {
-        // In JSON mode stdout holds exactly one object: the rest goes to stderr.
-        for line in &kept.info {
-            if json {
-                eprintln!("{line}");
-            } else {
-                println!("{line}");
-            }
-        }
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        drop(kept);
-        if !json {
-            println!("stopped");
-        }
-    }
-    Ok(if run.report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
 /// `stasis discover` works without a config file; with one, its ONTAP cluster traces NFS
 /// exports to volumes and its catalog tells what is protected.
 fn discover_context(config: &std::path::Path, cluster: Option<&str>) -> anyhow::Result<stasis_k8s::cli::DiscoverContext> {
@@ -490,7 +337,7 @@ fn main() -> ExitCode {
             Command::Simdb(command) => stasis::cli::simdb(&config, command).await,
             Command::Serve(args) => stasis::serve_cmd::serve(&config, args).await,
             Command::Torture(args) => run_torture(args).await,
-            Command::Demo(args) => run_demo(args).await,
+            Command::Demo(args) => stasis::demo_cmd::run(args).await,
             Command::Verify(args) => run_verify(args).await,
             Command::Crds => stasis_k8s::cli::crds().map(|()| ExitCode::SUCCESS),
             Command::Operator(args) => {

@@ -3,7 +3,6 @@
 //! simulator's volumes, and scenario files (`stasis verify`) that run campaigns on it.
 
 pub mod demo;
-pub mod demo_mariadb;
 pub mod mariadb;
 pub mod postgres;
 pub mod sim_data;

@@ -213,6 +213,16 @@ impl MariaDb {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("mariadbd did not start")))
     }
 
+    /// A server that is not started yet: its port and run directory are chosen now, so its
+    /// [`MariaDb::start_command`] can be handed to a plugin that starts it later (a standby
+    /// at a second site). Dropping this kills a server started that way (its pid file).
+    pub fn planned(data_dir: &Path, opts: MariaDbOptions) -> anyhow::Result<MariaDb> {
+        check_prerequisites()?;
+        let port = free_port()?;
+        let run_dir = tempfile::Builder::new().prefix("mariadb-run-").tempdir().context("creating the run directory")?;
+        Ok(MariaDb { child: None, port, data_dir: data_dir.to_path_buf(), run_dir, error_log_offset: 0, opts })
+    }
+
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
@@ -389,8 +399,13 @@ pub const SVM: &str = "svm0";
 impl SimWithMounts {
     /// Start a simulator (seeded; `password` is the admin password) and its mount manager.
     pub async fn start(seed: u64, password: &str) -> anyhow::Result<SimWithMounts> {
+        Self::start_cluster(ontap_sim::ClusterConfig { seed, ..Default::default() }, password).await
+    }
+
+    /// The same for a named cluster (a second site has its own name and SVMs).
+    pub async fn start_cluster(cluster: ontap_sim::ClusterConfig, password: &str) -> anyhow::Result<SimWithMounts> {
         ontap_sim::fuse::check_prerequisites()?;
-        let config = ontap_sim::SimConfig { cluster: ontap_sim::ClusterConfig { seed, ..Default::default() }, password: password.to_string(), ..Default::default() };
+        let config = ontap_sim::SimConfig { cluster, password: password.to_string(), ..Default::default() };
         let sim = ontap_sim::spawn(config).await?;
         let root = tempfile::Builder::new().prefix("stasis-mounts-").tempdir().context("creating the mount root")?;
         let opts = ontap_sim::fuse::MountOptions::default();

@@ -41,13 +41,14 @@ async fn the_demo_passes_every_verification() {
     assert!(freeze.p99 <= freeze.max && freeze.p50 <= freeze.p99);
 
     let restore = report.restore.as_ref().expect("restore summary");
-    assert!(restore.values_exact && restore.needed_crash_recovery == Some(false));
+    assert!(restore.exact && restore.detail["values_exact"] == true && restore.needed_crash_recovery == Some(false), "{restore:?}");
+    assert!(restore.commits_discarded > 0, "commits after the backup had to be discarded, so an inexact restore would show");
     assert_eq!(restore.recovered_point.as_deref(), Some(restore.consistency_point.as_str()));
 
     let cva = report.crash_vs_app.as_ref().expect("crash-vs-app section");
     assert_eq!(cva.app.restores, opts.crash_rounds);
     assert_eq!(cva.app.exact, cva.app.restores, "every application-consistent restore is exact");
-    assert_eq!((cva.app.needed_crash_recovery, cva.app.lost_acknowledged_commits, cva.app.torn), (0, 0, 0));
+    assert_eq!((cva.app.needed_crash_recovery, cva.app.lost_acknowledged_commits, cva.app.off_their_point, cva.app.flagged_by_the_database), (0, 0, 0, 0));
     for r in &cva.app.results {
         assert_eq!(r.recovered_point.as_deref(), Some(r.claimed_point.as_str()), "{r:?}");
     }
@@ -59,5 +60,6 @@ async fn the_demo_passes_every_verification() {
     let head: String = text.lines().take(8).collect::<Vec<_>>().join("\n");
     assert!(head.contains("SIMULATED database"), "{head}");
     assert!(head.contains("Not built yet"), "{head}");
+    assert_eq!(json["freeze_window_ms"]["measured_by"], "as the database measured it");
     assert!(text.contains("failover") && text.contains("not built yet"));
 }
