@@ -227,6 +227,9 @@ pub async fn restore(config: &Path, args: RestoreArgs) -> anyhow::Result<ExitCod
             bail!(refusal);
         }
     }
+    if let Some(refusal) = rt.restore_refusal(&app) {
+        bail!(refusal);
+    }
     let orchestrator = rt.orchestrator(&app)?;
     let plugin = rt.plugin(&app).await?;
     let result = match &args.to_clone {

@@ -113,7 +113,32 @@ pub struct MysqlConfig {
     pub port: u16,
     pub user: String,
     pub password_file: PathBuf,
+    /// How long the lock request may wait behind other statements (whole seconds on the
+    /// server); below `freeze_timeout`. Default: [`MYSQL_LOCK_WAIT_DEFAULT`], capped at
+    /// half the freeze bound.
+    #[serde(default)]
+    pub lock_wait_timeout: Option<String>,
+    /// Where this host sees the array's volumes by junction path (an NFS mount per volume,
+    /// or `ontap-sim serve --mount-root`). Restores need it, with `instance_command`.
+    #[serde(default)]
+    pub mount_root: Option<PathBuf>,
+    /// The data directory inside the app's first volume (default: the volume's root).
+    #[serde(default)]
+    pub data_subdir: Option<PathBuf>,
+    /// Argument vector that starts a private server on a restored copy, to verify it, with
+    /// placeholders `{datadir}`, `{port}` and `{run_dir}` (its error log must be
+    /// `{run_dir}/error.log`).
+    #[serde(default)]
+    pub instance_command: Option<Vec<String>>,
+    /// Bound on each wait for a server to stop, start or accept connections (default 60s).
+    #[serde(default)]
+    pub start_wait: Option<String>,
 }
+
+/// Default bound on the backup lock request of a mysql app.
+pub const MYSQL_LOCK_WAIT_DEFAULT: Duration = Duration::from_secs(2);
+/// Default bound on a mysql server's stop, start and recovery waits.
+pub const MYSQL_START_WAIT_DEFAULT: Duration = Duration::from_secs(60);
 
 fn mysql_port_default() -> u16 {
     3306
@@ -264,6 +289,20 @@ impl Config {
             if let Some(t) = &a.freeze_timeout {
                 parse_duration(t).map_err(|m| self.invalid(format!("{field}.freeze_timeout"), m))?;
             }
+            if let Some(m) = &a.mysql {
+                self.mysql_timings(i, a)?;
+                if m.host.trim().is_empty() || m.user.trim().is_empty() {
+                    return Err(self.invalid(format!("{field}.mysql"), "host and user must not be empty"));
+                }
+                match (&m.mount_root, &m.instance_command) {
+                    (Some(_), None) => return Err(self.invalid(format!("{field}.mysql"), "mount_root needs instance_command (how to start a private server on a restored copy), and the other way round")),
+                    (None, Some(_)) => return Err(self.invalid(format!("{field}.mysql"), "instance_command needs mount_root (where this host sees the volumes by junction path)")),
+                    _ => {}
+                }
+                if m.instance_command.as_ref().is_some_and(|v| v.is_empty() || v[0].trim().is_empty()) {
+                    return Err(self.invalid(format!("{field}.mysql.instance_command"), "an argument vector such as [\"mariadbd\", \"--datadir={datadir}\", \"--port={port}\", ...] (no shell)"));
+                }
+            }
             match (&a.stop_command, &a.start_command) {
                 (Some(_), None) | (None, Some(_)) => return Err(self.invalid(format!("{field}"), "give both stop_command and start_command, or neither")),
                 _ => {}
@@ -325,6 +364,30 @@ impl Config {
             volumes: app.volumes.clone(),
             freeze_timeout: app.freeze_timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(stasis_core::domain::FREEZE_TIMEOUT_DEFAULT),
         }
+    }
+
+    /// A mysql app's lock wait and start wait bounds, checked against its freeze bound.
+    pub fn mysql_timings(&self, i: usize, app: &AppConfig) -> Result<(Duration, Duration), ConfigError> {
+        let field = format!("apps[{i}].mysql");
+        let Some(m) = &app.mysql else { return Err(self.invalid(field, "kind mysql needs a mysql section")) };
+        let freeze = self.app_spec(app).freeze_timeout;
+        let lock_wait = match &m.lock_wait_timeout {
+            Some(t) => parse_duration(t).map_err(|e| self.invalid(format!("{field}.lock_wait_timeout"), e))?,
+            None => MYSQL_LOCK_WAIT_DEFAULT.min(freeze / 2),
+        };
+        // The server counts whole seconds: the lock may be waited for up to the next second.
+        let effective = Duration::from_secs(lock_wait.as_secs_f64().ceil().max(1.0) as u64);
+        if effective >= freeze {
+            return Err(self.invalid(
+                format!("{field}.lock_wait_timeout"),
+                format!("{effective:?} (whole seconds, at least 1s, on the server) must be shorter than the app's freeze_timeout ({freeze:?}): lower it or raise freeze_timeout"),
+            ));
+        }
+        let start_wait = match &m.start_wait {
+            Some(t) => parse_duration(t).map_err(|e| self.invalid(format!("{field}.start_wait"), e))?,
+            None => MYSQL_START_WAIT_DEFAULT,
+        };
+        Ok((lock_wait, start_wait))
     }
 
     /// Policy `i` as the workflows see it.
@@ -412,6 +475,30 @@ catalog: stasis.sqlite
         assert!(e.contains("policies[0].cron"), "{e}");
         let e = parse(&GOOD.replace("catalog: stasis.sqlite", "")).unwrap_err();
         assert!(e.contains("missing field `catalog`"), "{e}");
+    }
+
+    #[test]
+    fn a_mysql_app_is_checked_field_by_field() {
+        let mysql = |extra: &str| {
+            GOOD.replace("kind: simdb", "kind: mysql").replace("    policy: hourly\n", &format!("    policy: hourly\n    mysql:\n      host: 127.0.0.1\n      user: backup\n      password_file: mysql.pw\n{extra}"))
+        };
+        let c = parse(&mysql("      mount_root: /mnt/ontap\n      instance_command: [mariadbd, \"--datadir={datadir}\"]\n")).unwrap();
+        let m = c.apps[0].mysql.as_ref().unwrap();
+        assert_eq!((m.port, m.instance_command.as_ref().map(Vec::len)), (3306, Some(2)));
+        // Default lock wait: 2 s capped at half the freeze bound (2 s here).
+        assert_eq!(c.mysql_timings(0, &c.apps[0]).unwrap(), (Duration::from_secs(1), MYSQL_START_WAIT_DEFAULT));
+        let e = parse(&mysql("      mount_root: /mnt/ontap\n")).unwrap_err();
+        assert!(e.contains("apps[0].mysql") && e.contains("instance_command"), "{e}");
+        let e = parse(&mysql("      lock_wait_timeout: 2s\n")).unwrap_err();
+        assert!(e.contains("apps[0].mysql.lock_wait_timeout") && e.contains("shorter than the app's freeze_timeout"), "{e}");
+        let e = parse(&mysql("      start_wait: soon\n")).unwrap_err();
+        assert!(e.contains("apps[0].mysql.start_wait"), "{e}");
+        let e = parse(&mysql("      mount_root: /m\n      instance_command: []\n")).unwrap_err();
+        assert!(e.contains("apps[0].mysql.instance_command") && e.contains("no shell"), "{e}");
+        let e = parse(&mysql("      instance_command: mariadbd --datadir=x\n")).unwrap_err();
+        assert!(e.contains("apps[0].mysql.instance_command") && e.contains("line 19"), "{e}");
+        let e = parse(&mysql("      pasword_file: x\n")).unwrap_err();
+        assert!(e.contains("apps[0].mysql") && e.contains("unknown field `pasword_file`"), "{e}");
     }
 
     #[test]

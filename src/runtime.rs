@@ -13,6 +13,7 @@ use stasis_core::catalog::Catalog;
 use stasis_core::clock::SystemClock;
 use stasis_core::domain::ConsistencyPoint;
 use stasis_core::plugin::{AppPlugin, PluginError, RecoveryReport, RecoveryTarget};
+use stasis_core::plugins::mysql::{MysqlConfig, MysqlPlugin, ServerControl};
 use stasis_core::plugins::simdb::{SimDb, SimDbVolumes};
 use stasis_core::sqlite_catalog::SqliteCatalog;
 use stasis_core::storage::Storage;
@@ -127,12 +128,59 @@ impl Runtime {
     pub async fn plugin(&self, app: &AppConfig) -> anyhow::Result<Arc<dyn AppPlugin>> {
         let inner: Arc<dyn AppPlugin> = match app.kind {
             AppKindConfig::Simdb => Arc::new(self.open_simdb(app).await?),
-            AppKindConfig::Mysql => bail!("app {}: kind mysql is not wired into this build of stasis yet (the MySQL/MariaDB plugin is being written)", app.name),
+            // The plugin runs stop_command and start_command itself (it waits for the pid file).
+            AppKindConfig::Mysql => return Ok(Arc::new(self.mysql_plugin(app)?)),
         };
         Ok(match (&app.stop_command, &app.start_command) {
             (Some(stop), Some(start)) => Arc::new(CommandHooks { inner, stop: stop.clone(), start: start.clone() }),
             _ => inner,
         })
+    }
+
+    /// The MySQL/MariaDB plugin for a kind mysql app (the password file is read now).
+    pub fn mysql_plugin(&self, app: &AppConfig) -> anyhow::Result<MysqlPlugin> {
+        let (i, _) = self.config.app(&app.name).map_err(|m| anyhow!(m))?;
+        let m = app.mysql.as_ref().ok_or_else(|| anyhow!("apps[{i}].mysql: kind mysql needs a mysql section"))?;
+        let (lock_wait_timeout, start_wait) = self.config.mysql_timings(i, app)?;
+        let password = read_secret(&format!("apps[{i}].mysql.password_file"), &self.config.resolve(&m.password_file))?;
+        let server_control = match (&m.mount_root, &m.instance_command) {
+            (Some(root), Some(instance)) => Some(ServerControl {
+                stop_command: app.stop_command.clone().unwrap_or_default(),
+                start_command: app.start_command.clone().unwrap_or_default(),
+                mount_root: self.config.resolve(root),
+                data_subdir: m.data_subdir.clone().unwrap_or_default(),
+                instance_command: instance.clone(),
+                start_wait,
+            }),
+            _ => None,
+        };
+        let config = MysqlConfig {
+            host: m.host.clone(),
+            port: m.port,
+            user: m.user.clone(),
+            password,
+            freeze_timeout: self.config.app_spec(app).freeze_timeout,
+            lock_wait_timeout,
+            server_control,
+        };
+        MysqlPlugin::new(config).map_err(|e| anyhow!("apps[{i}] ({}): {e}", app.name))
+    }
+
+    /// Why no restore of `app` can run with this config, if none can: a kind mysql app
+    /// needs to know where its restored copy appears and how to open it for verification.
+    pub fn restore_refusal(&self, app: &AppConfig) -> Option<String> {
+        let m = app.mysql.as_ref()?;
+        if m.mount_root.is_some() && m.instance_command.is_some() {
+            return None;
+        }
+        let i = self.config.app(&app.name).map(|(i, _)| i).unwrap_or_default();
+        Some(format!(
+            "cannot restore app {}: a restore opens the restored copy on a private server to verify it, so apps[{i}].mysql needs mount_root \
+             (where this host sees the volumes by junction path) and instance_command (e.g. [\"mariadbd\", \"--no-defaults\", \"--datadir={{datadir}}\", \
+             \"--port={{port}}\", \"--socket={{run_dir}}/mysqld.sock\", \"--pid-file={{run_dir}}/mysqld.pid\", \"--log-error={{run_dir}}/error.log\", \"--log-bin=mysql-bin\", \"--server-id=1\"]) in {}",
+            app.name,
+            self.config.source.display()
+        ))
     }
 
     pub async fn open_simdb(&self, app: &AppConfig) -> anyhow::Result<SimDb> {
@@ -156,8 +204,10 @@ impl Runtime {
                 answers.then(|| {
                     format!(
                         "refusing to restore app {} in place: its MySQL server at {addr} still answers, and a SnapRestore under a running server corrupts it. \
-                         Stop the server first, or set stop_command and start_command for the app so stasis stops and starts it, or restore to a clone with --to-clone NAME",
-                        app.name
+                         Stop the server first, or add stop_command and start_command (argument vectors, e.g. [\"systemctl\", \"stop\", \"mariadb\"]) to the app in {} \
+                         so stasis stops and starts it, or restore to a clone with --to-clone NAME",
+                        app.name,
+                        self.config.source.display()
                     )
                 })
             }

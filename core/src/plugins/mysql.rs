@@ -84,10 +84,11 @@ pub struct MysqlConfig {
 #[derive(Debug, Clone)]
 pub struct ServerControl {
     /// Stops the production server cleanly (e.g. `["systemctl", "stop", "mariadb"]`). The
-    /// plugin then waits until the server no longer answers.
+    /// plugin then waits until the server no longer answers. Empty: the plugin stops
+    /// nothing, and refuses an in-place restore while the server answers.
     pub stop_command: Vec<String>,
     /// Starts it again. May run in the foreground (it is left running) or return at once;
-    /// the plugin waits until the server answers.
+    /// the plugin waits until the server answers. Empty: the operator starts it.
     pub start_command: Vec<String>,
     /// Where this host sees the array's volumes: a volume with junction path `/j` is at
     /// `<mount_root>/j` (an NFS mount per volume, or `ontap-sim serve --mount-root`).
@@ -221,10 +222,17 @@ impl MysqlPlugin {
             return Err(PluginError::App("mysql: host and user must be set".into()));
         }
         if let Some(control) = &config.server_control {
-            for (name, argv) in [("stop_command", &control.stop_command), ("start_command", &control.start_command), ("instance_command", &control.instance_command)] {
-                if argv.is_empty() || argv[0].is_empty() {
-                    return Err(PluginError::App(format!("mysql: server_control.{name} is empty")));
+            if control.instance_command.first().is_none_or(|a| a.is_empty()) {
+                return Err(PluginError::App("mysql: server_control.instance_command is empty".into()));
+            }
+            // Stop and start go together: a server stopped by stasis must be started by it.
+            for (name, argv) in [("stop_command", &control.stop_command), ("start_command", &control.start_command)] {
+                if argv.first().is_some_and(|a| a.is_empty()) {
+                    return Err(PluginError::App(format!("mysql: server_control.{name} starts with an empty program name")));
                 }
+            }
+            if control.stop_command.is_empty() != control.start_command.is_empty() {
+                return Err(PluginError::App("mysql: give both server_control.stop_command and start_command, or neither".into()));
             }
         }
         Ok(MysqlPlugin { config, held: tokio::sync::Mutex::new(None), state: StdMutex::new(LockState::default()) })
@@ -590,7 +598,7 @@ impl AppPlugin for MysqlPlugin {
     }
 
     async fn stop(&self) -> Result<(), PluginError> {
-        match &self.config.server_control {
+        match self.config.server_control.as_ref().filter(|c| !c.stop_command.is_empty()) {
             None => {
                 if self.answers().await {
                     return Err(PluginError::App(format!(
@@ -633,6 +641,11 @@ impl AppPlugin for MysqlPlugin {
         }
         let control = self.control("start the server")?;
         let argv = &control.start_command;
+        if argv.is_empty() {
+            // Not told how: starting the production server is the operator's job.
+            tracing::info!(host = %self.config.host, port = self.config.port, "no start_command configured: the server is left for the operator to start");
+            return Ok(());
+        }
         // Left running if it stays in the foreground (not killed on drop).
         let mut child = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
