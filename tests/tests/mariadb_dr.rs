@@ -41,7 +41,7 @@ fn plugin(port: u16, password: &str, control: ServerControl) -> anyhow::Result<A
         lock_wait_timeout: Duration::from_secs(2),
         server_control: Some(control),
     };
-    MysqlPlugin::new(config).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(Arc::new(MysqlPlugin::new(config).map_err(|e| anyhow::anyhow!("{e}"))?))
 }
 
 /// Wait (bounded) until the writers acknowledged `more` commits beyond what they had.
