@@ -56,6 +56,10 @@ enum Command {
     /// Run the Kubernetes operator: reconcile Backup, BackupPolicy, Restore and DrPlan
     /// resources while this replica holds the leader Lease (see deploy/).
     Operator(stasis_k8s::cli::OperatorArgs),
+    /// Back up and restore an app that runs in Kubernetes (its Deployment/StatefulSet, its
+    /// objects, its database frozen through a port-forward).
+    #[command(subcommand)]
+    K8s(stasis_k8s::cli::K8sCommand),
     /// The REST API (OpenAPI at /api-docs/openapi.json), the web dashboard and /metrics
     /// over the config file's apps; scheduled backups by SLA policy.
     Serve(stasis::serve_cmd::ServeArgs),
@@ -315,6 +319,24 @@ fn operator_wiring(config: &std::path::Path, cluster: Option<&str>) -> anyhow::R
     Ok(stasis_k8s::cli::OperatorWiring { storage, replication, catalog: Some(rt.catalog.clone()), plugins: None, restore: None })
 }
 
+/// `stasis k8s` needs the app of `stasis.yaml`: its volumes, cluster and `mysql` credentials.
+fn k8s_context(config: &std::path::Path, app: &str) -> anyhow::Result<stasis_k8s::cli::K8sContext> {
+    let rt = stasis::runtime::Runtime::load(config)?;
+    let (i, app) = rt.config.app(app).map_err(|e| anyhow::anyhow!(e))?;
+    let Some(mysql) = &app.mysql else { bail!("app {}: stasis k8s needs its `mysql` section (user, password_file, port)", app.name) };
+    let password = stasis::config::read_secret(&format!("apps[{i}].mysql.password_file"), &rt.config.resolve(&mysql.password_file))?;
+    Ok(stasis_k8s::cli::K8sContext {
+        orchestrator: rt.orchestrator(app)?,
+        catalog: rt.catalog.clone(),
+        storage: rt.client(&app.cluster)?,
+        app: rt.config.app_spec(app),
+        namespace: app.namespace.clone(),
+        db_port: mysql.port,
+        db_user: mysql.user.clone(),
+        db_password: password,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -347,6 +369,14 @@ fn main() -> ExitCode {
             Command::Discover(args) => {
                 let ctx = discover_context(&config, args.cluster.as_deref())?;
                 stasis_k8s::cli::discover(args, ctx).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::K8s(command) => {
+                let app = match &command {
+                    stasis_k8s::cli::K8sCommand::Backup(a) => a.app.clone(),
+                    stasis_k8s::cli::K8sCommand::Restore(a) => a.app.clone(),
+                };
+                let ctx = k8s_context(&config, &app)?;
+                stasis_k8s::cli::k8s(command, ctx).await.map(|()| ExitCode::SUCCESS)
             }
         }
     });

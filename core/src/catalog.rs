@@ -43,6 +43,15 @@ pub trait Catalog: Send + Sync {
     fn policy(&self, name: &str) -> CatalogResult<Option<Policy>>;
     fn policies(&self) -> CatalogResult<Vec<Policy>>;
 
+    /// A platform's record kept with a backup (the Kubernetes objects of the app), stored
+    /// whole and deleted with the backup. Catalogs without the table refuse.
+    fn put_backup_attachment(&self, backup_id: &str, _attachment: &serde_json::Value) -> CatalogResult<()> {
+        Err(CatalogError::Write(format!("this catalog does not record backup attachments (backup {backup_id})")))
+    }
+    fn backup_attachment(&self, _backup_id: &str) -> CatalogResult<Option<serde_json::Value>> {
+        Ok(None)
+    }
+
     /// DR plans, one per app (replaced whole). Catalogs that predate DR refuse.
     fn put_dr_plan(&self, plan: &DrPlan) -> CatalogResult<()> {
         Err(CatalogError::Write(format!("this catalog does not record DR plans (app {})", plan.app)))

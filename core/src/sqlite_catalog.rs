@@ -75,6 +75,16 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX failovers_by_app ON failovers (app, started_at, id);
     CREATE INDEX failovers_by_time ON failovers (started_at, id);",
+    // 3: what a backup's platform recorded next to it (Kubernetes objects). A backup's
+    // deletion takes its attachment with it in the same statement (the trigger); REPLACE
+    // INTO backups does not fire it (recursive_triggers is off), so re-recording a backup
+    // keeps its attachment.
+    "CREATE TABLE backup_attachments (
+        backup_id TEXT PRIMARY KEY NOT NULL,
+        record    TEXT NOT NULL
+    ) STRICT;
+    CREATE TRIGGER backups_delete_attachment AFTER DELETE ON backups
+    BEGIN DELETE FROM backup_attachments WHERE backup_id = OLD.id; END;",
 ];
 
 /// The schema version this build writes (SQLite's `user_version`).
@@ -350,6 +360,24 @@ impl Catalog for SqliteCatalog {
             params![record.id, record.app, time_key(&record.started_at), encode(&what, record)?],
         )
         .map(drop)
+    }
+
+    fn put_backup_attachment(&self, backup_id: &str, attachment: &serde_json::Value) -> CatalogResult<()> {
+        let what = format!("put attachment of backup {backup_id}");
+        // Only next to a backup that exists: an attachment never outlives its backup.
+        let changed = self.execute(
+            &what,
+            "REPLACE INTO backup_attachments (backup_id, record) SELECT id, ?2 FROM backups WHERE id = ?1",
+            params![backup_id, encode(&what, attachment)?],
+        )?;
+        match changed {
+            0 => Err(CatalogError::Write(format!("{what}: no such backup"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn backup_attachment(&self, backup_id: &str) -> CatalogResult<Option<serde_json::Value>> {
+        self.query_one(&format!("get attachment of backup {backup_id}"), "SELECT record FROM backup_attachments WHERE backup_id = ?1", [backup_id])
     }
 
     fn failovers(&self, app: Option<&str>) -> CatalogResult<Vec<FailoverRecord>> {
@@ -630,6 +658,22 @@ mod tests {
         drop(SqliteCatalog::open(&path).unwrap());
         Connection::open(&path).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         assert!(matches!(SqliteCatalog::open(&path), Err(CatalogError::Read(m)) if m.contains("upgrade")));
+    }
+
+    #[test]
+    fn an_attachment_lives_and_dies_with_its_backup() {
+        let c = SqliteCatalog::open_in_memory().unwrap();
+        let doc = serde_json::json!({"objects": [{"kind": "Deployment", "metadata": {"name": "db"}}]});
+        assert!(matches!(c.put_backup_attachment("b1", &doc), Err(CatalogError::Write(m)) if m.contains("no such backup")));
+        c.put_backup(&backup("b1", "db", "2026-01-01T00:00:00Z")).unwrap();
+        c.put_backup_attachment("b1", &doc).unwrap();
+        // Re-recording the backup (REPLACE) keeps it; deleting the backup removes it.
+        c.put_backup(&complete(backup("b1", "db", "2026-01-01T00:00:00Z"))).unwrap();
+        assert_eq!(c.backup_attachment("b1").unwrap(), Some(doc));
+        c.delete_backup("b1").unwrap();
+        assert_eq!(c.backup_attachment("b1").unwrap(), None);
+        let left: i64 = c.conn().query_row("SELECT count(*) FROM backup_attachments", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

@@ -180,3 +180,106 @@ pub async fn operator(args: OperatorArgs, wiring: OperatorWiring) -> anyhow::Res
     let _ = election.await;
     Ok(())
 }
+
+/// `stasis k8s`: backup and restore of an app that runs in Kubernetes.
+#[derive(clap::Subcommand, Debug)]
+pub enum K8sCommand {
+    /// Back up an app's Deployment/StatefulSet: capture its objects, freeze its database
+    /// through a port-forward, snapshot its volumes, store the objects with the backup.
+    Backup(K8sBackupArgs),
+    /// Restore a backup in place (scale to 0, SnapRestore, scale back) or, with
+    /// --to-namespace, into a new namespace from clones.
+    Restore(K8sRestoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct K8sBackupArgs {
+    /// The app (of stasis.yaml): its volumes, SVM and database credentials.
+    pub app: String,
+    /// Its Deployment or StatefulSet.
+    #[arg(long)]
+    pub workload: String,
+    /// Its namespace (default: the app's `namespace` in stasis.yaml).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Store the values of the Secrets the app uses with the backup (default: by reference).
+    #[arg(long)]
+    pub include_secret_values: bool,
+    /// The database container (for its log; default: the pod's only container).
+    #[arg(long)]
+    pub container: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct K8sRestoreArgs {
+    pub app: String,
+    #[arg(long)]
+    pub backup: String,
+    /// Restore into this namespace from clones; without it, in place.
+    #[arg(long)]
+    pub to_namespace: Option<String>,
+    /// Bound on each wait (pods gone, claims bound, pods Ready), in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    #[arg(long)]
+    pub container: Option<String>,
+}
+
+/// What the root binary hands over from `stasis.yaml` for `stasis k8s`.
+pub struct K8sContext {
+    pub orchestrator: stasis_core::workflow::Orchestrator,
+    pub catalog: Arc<dyn Catalog>,
+    pub storage: Arc<dyn Storage>,
+    pub app: stasis_core::domain::AppSpec,
+    pub namespace: Option<String>,
+    /// The database's port in the pod, user and password (from the app's `mysql` section).
+    pub db_port: u16,
+    pub db_user: String,
+    pub db_password: secrecy::SecretString,
+}
+
+fn mysql_factory(ctx: &K8sContext) -> crate::quiesce::PluginFactory {
+    let (user, password, freeze) = (ctx.db_user.clone(), ctx.db_password.clone(), ctx.app.freeze_timeout);
+    Arc::new(move |addr: std::net::SocketAddr| {
+        let config = stasis_core::plugins::mysql::MysqlConfig {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            user: user.clone(),
+            password: password.clone(),
+            freeze_timeout: freeze,
+            lock_wait_timeout: (freeze / 2).max(std::time::Duration::from_secs(1)).min(freeze.saturating_sub(std::time::Duration::from_millis(500))),
+            server_control: None,
+        };
+        Ok(Arc::new(stasis_core::plugins::mysql::MysqlPlugin::new(config)?) as Arc<dyn crate::quiesce::ForwardedPlugin>)
+    })
+}
+
+pub async fn k8s(command: K8sCommand, ctx: K8sContext) -> anyhow::Result<()> {
+    let client = KubeCluster::client_from_env().await?;
+    match command {
+        K8sCommand::Backup(args) => {
+            let namespace = args.namespace.or(ctx.namespace.clone()).ok_or_else(|| anyhow::anyhow!("app {}: give -n NAMESPACE or set its namespace in stasis.yaml", ctx.app.name))?;
+            let cluster = KubeCluster::new(client.clone(), Some(ctx.storage.clone()), DiscoverOptions::default());
+            let w = crate::workload::WorkloadRef::find(&client, &namespace, &args.workload).await?;
+            let db = Arc::new(crate::quiesce::ForwardedDb::new(client, ctx.db_port, args.container, mysql_factory(&ctx)));
+            let record = crate::restore::backup(&ctx.orchestrator, ctx.catalog.as_ref(), &cluster, &ctx.app, &w, db, args.include_secret_values).await?;
+            println!("backup {} of {}: {:?}, {}", record.id, w.describe(), record.state, record.consistency.map(|c| format!("{c:?}")).unwrap_or_default());
+        }
+        K8sCommand::Restore(args) => {
+            let waits = crate::restore::Waits { timeout: std::time::Duration::from_secs(args.timeout), ..Default::default() };
+            let db = Arc::new(crate::quiesce::ForwardedDb::new(client.clone(), ctx.db_port, args.container, mysql_factory(&ctx)));
+            let record = match &args.to_namespace {
+                None => crate::restore::restore_in_place(&ctx.orchestrator, ctx.catalog.as_ref(), &client, &ctx.app, &args.backup, db, waits).await?,
+                Some(ns) => crate::restore::restore_to_namespace(&ctx.orchestrator, ctx.catalog.as_ref(), &client, &ctx.app, &args.backup, ns, db, waits).await?,
+            };
+            println!(
+                "restore {} of backup {}: {:?}, recovered to {}",
+                record.id,
+                record.backup_id,
+                record.state,
+                record.recovered_point.map(|p| p.0).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}

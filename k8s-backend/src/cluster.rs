@@ -101,7 +101,7 @@ impl KubeCluster {
 
     /// Trident's backends (`tridentbackends.trident.netapp.io`): `backendUUID` -> SVM. No
     /// Trident installed (404) is an empty map; a refusal (403) is a warning, not a failure.
-    async fn trident_svms(&self, warnings: &mut Vec<String>) -> K8sResult<BTreeMap<String, String>> {
+    pub(crate) async fn trident_svms(&self, warnings: &mut Vec<String>) -> K8sResult<BTreeMap<String, String>> {
         let gvk = GroupVersionKind::gvk("trident.netapp.io", "v1", "TridentBackend");
         let resource = ApiResource::from_gvk_with_plural(&gvk, "tridentbackends");
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
@@ -149,38 +149,38 @@ impl KubeCluster {
     async fn resolve_nfs(&self, inv: &mut Inventory) -> K8sResult<()> {
         for claim in &mut inv.claims {
             let Backing::Nfs { server, path } = &claim.backing else { continue };
-            let Some(storage) = &self.storage else {
-                claim.problem = Some("no ONTAP connection configured to trace the NFS export to its volume".into());
-                continue;
-            };
-            let found = match storage.volumes_by_junction_path(path).await {
-                Ok(v) => v,
-                Err(e @ (StorageError::Refused { .. } | StorageError::NotFound { .. })) => {
-                    claim.problem = Some(format!("looking up junction path {path}: {e}"));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let wanted_svm = self.options.nfs_servers.get(server);
-            let candidates: Vec<_> = found.iter().filter(|v| wanted_svm.is_none_or(|svm| &v.svm == svm)).collect();
-            match candidates.as_slice() {
-                [v] => claim.ontap = Some(OntapVolume { svm: v.svm.clone(), volume: v.name.clone() }),
-                [] => {
-                    claim.problem = Some(match wanted_svm {
-                        Some(svm) => format!("no volume of SVM {svm} (server {server}) is mounted at {path}"),
-                        None => format!("no ONTAP volume is mounted at {path} (server {server})"),
-                    })
-                }
-                many => {
-                    let svms: Vec<&str> = many.iter().map(|v| v.svm.as_str()).collect();
-                    claim.problem = Some(format!(
-                        "{path} is a junction path in several SVMs ({}); map server {server} to its SVM in the configuration",
-                        svms.join(", ")
-                    ));
-                }
+            match self.nfs_volume(server, path).await? {
+                Ok(v) => claim.ontap = Some(v),
+                Err(problem) => claim.problem = Some(problem),
             }
         }
         Ok(())
+    }
+
+    /// The ONTAP volume exported as `server:path`, or why it cannot be told (no ONTAP
+    /// connection, no such junction path, one in several SVMs).
+    pub(crate) async fn nfs_volume(&self, server: &str, path: &str) -> K8sResult<Result<OntapVolume, String>> {
+        let Some(storage) = &self.storage else {
+            return Ok(Err("no ONTAP connection configured to trace the NFS export to its volume".into()));
+        };
+        let found = match storage.volumes_by_junction_path(path).await {
+            Ok(v) => v,
+            Err(e @ (StorageError::Refused { .. } | StorageError::NotFound { .. })) => return Ok(Err(format!("looking up junction path {path}: {e}"))),
+            Err(e) => return Err(e.into()),
+        };
+        let wanted_svm = self.options.nfs_servers.get(server);
+        let candidates: Vec<_> = found.iter().filter(|v| wanted_svm.is_none_or(|svm| &v.svm == svm)).collect();
+        Ok(match candidates.as_slice() {
+            [v] => Ok(OntapVolume { svm: v.svm.clone(), volume: v.name.clone() }),
+            [] => Err(match wanted_svm {
+                Some(svm) => format!("no volume of SVM {svm} (server {server}) is mounted at {path}"),
+                None => format!("no ONTAP volume is mounted at {path} (server {server})"),
+            }),
+            many => {
+                let svms: Vec<&str> = many.iter().map(|v| v.svm.as_str()).collect();
+                Err(format!("{path} is a junction path in several SVMs ({}); map server {server} to its SVM in the configuration", svms.join(", ")))
+            }
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Container, PersistentVolume, PersistentVolumeClaim, Pod};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Trident's CSI driver name, as PVs record it in `spec.csi.driver`.
 pub const TRIDENT_DRIVER: &str = "csi.trident.netapp.io";
@@ -143,7 +143,7 @@ pub enum Backing {
 }
 
 /// An ONTAP volume as discovery found it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OntapVolume {
     pub svm: String,
     pub volume: String,
@@ -230,7 +230,8 @@ fn owner_of(pod: &Pod, replica_sets: &BTreeMap<(&str, &str), &ReplicaSet>) -> Ow
     }
 }
 
-fn backing(namespace: &str, pvc: &PersistentVolumeClaim, pvs: &BTreeMap<&str, &PersistentVolume>) -> (Option<String>, Backing) {
+/// What a claim is bound to, checking that PVC and PV name each other.
+pub fn backing(namespace: &str, pvc: &PersistentVolumeClaim, pvs: &BTreeMap<&str, &PersistentVolume>) -> (Option<String>, Backing) {
     let name = pvc.metadata.name.as_deref().unwrap_or_default();
     let phase = pvc.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
     let Some(pv_name) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty()) else {

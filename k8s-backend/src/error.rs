@@ -19,6 +19,12 @@ pub enum K8sError {
     Timeout { what: String, timeout: Duration },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Core's backup or restore workflow failed (it recorded the failure in the catalog).
+    #[error(transparent)]
+    Workflow(#[from] stasis_core::workflow::WorkflowError),
+    /// The database refused, failed or failed its verification.
+    #[error(transparent)]
+    Db(#[from] stasis_core::plugin::PluginError),
     /// The request or the cluster's objects are not what Stasis can work with.
     #[error("{0}")]
     Invalid(String),

@@ -6,13 +6,15 @@
 //! - [`workload`]: scale Deployments and StatefulSets and wait for their pods.
 //! - [`capture`]: the app's objects stored with each backup, and their re-application into
 //!   a namespace (restore to a new namespace), failing closed on conflicts.
-//! - [`restore`]: the Kubernetes side of core's restore workflows, as an `AppPlugin` wrapper.
+//! - [`restore`]: backup and restore (in place, to a new namespace) through core's workflows,
+//!   with `KubeAppPlugin` as the app core sees.
+//! - [`quiesce`]: the database reached through a port-forward via the API server.
 //! - [`crd`], [`leader`], [`operator`]: the operator's resources, leader election and controller.
 //!
 //! Architecture invariant: no ONTAP JSON here; ONTAP is reached only through core's
 //! `Storage` seam.
 
-// pub mod capture;
+pub mod capture;
 pub mod cli;
 pub mod cluster;
 pub mod crd;
@@ -20,10 +22,10 @@ pub mod discovery;
 pub mod error;
 pub mod leader;
 pub mod operator;
-// pub mod plugin_pod;
+pub mod quiesce;
 // pub mod rbac;
 pub mod report;
-// pub mod restore;
+pub mod restore;
 pub mod workload;
 
 pub use cluster::{DiscoverOptions, KubeCluster};

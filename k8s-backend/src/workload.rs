@@ -19,7 +19,7 @@ use crate::error::{Context, K8sError, K8sResult};
 /// Scale writes that lose a race (409) are re-read and repeated at most this often.
 pub const SCALE_CONFLICT_RETRIES_MAX: u32 = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub enum WorkloadKind {
     Deployment,
     StatefulSet,
@@ -191,14 +191,24 @@ pub async fn pods_of(client: &Client, w: &WorkloadRef) -> K8sResult<Vec<Pod>> {
 pub async fn scale_and_wait(client: &Client, w: &WorkloadRef, replicas: u32, timeout: Duration, interval: Duration) -> K8sResult<u32> {
     let before = set_replicas(client, w, replicas).await?;
     if replicas == 0 {
-        poll_until(format!("the pods of {} being gone", w.describe()), timeout, interval, || async { Ok(pods_of(client, w).await?.is_empty()) }).await?;
+        wait_pods_gone(client, w, timeout, interval).await?;
     } else {
-        let want = replicas as i32;
-        poll_until(format!("{} having {replicas} Ready pods", w.describe()), timeout, interval, || async {
-            let o = observe(client, w).await?;
-            Ok(o.observed_generation >= o.generation && o.ready_replicas >= want && o.updated_replicas >= want)
-        })
-        .await?;
+        wait_ready(client, w, replicas, timeout, interval).await?;
     }
     Ok(before)
+}
+
+/// Wait until the controller has seen the latest spec and `replicas` pods are updated and Ready.
+pub async fn wait_ready(client: &Client, w: &WorkloadRef, replicas: u32, timeout: Duration, interval: Duration) -> K8sResult<()> {
+    let want = i32::try_from(replicas).unwrap_or(i32::MAX);
+    poll_until(format!("{} having {replicas} Ready pods", w.describe()), timeout, interval, || async {
+        let o = observe(client, w).await?;
+        Ok(o.observed_generation >= o.generation && o.ready_replicas >= want && o.updated_replicas >= want)
+    })
+    .await
+}
+
+/// Wait until every pod of the workload is gone (terminating ones included).
+pub async fn wait_pods_gone(client: &Client, w: &WorkloadRef, timeout: Duration, interval: Duration) -> K8sResult<()> {
+    poll_until(format!("the pods of {} being gone", w.describe()), timeout, interval, || async { Ok(pods_of(client, w).await?.is_empty()) }).await
 }

@@ -378,6 +378,32 @@ impl MysqlPlugin {
         Ok((problems, checksums))
     }
 
+    /// Check a server that something else started on restored data (a Kubernetes pod, reached
+    /// at the configured host and port): the same table checks and recovered point as
+    /// [`AppPlugin::recover`], with crash recovery read from `error_log` (the server's log as
+    /// its platform keeps it).
+    pub async fn verify_running(&self, error_log: &str) -> Result<RecoveryReport, PluginError> {
+        let mut conn = self.connect().await?;
+        let checked = async {
+            let version: Option<String> = conn.query_first("SELECT @@version").await.map_err(|e| app_error("reading the server version", e))?;
+            let protocol = LockProtocol::for_version(version.as_deref().unwrap_or_default());
+            let point = self.recovered_point(&mut conn, protocol).await?;
+            let (problems, checksums) = self.verify(&mut conn).await?;
+            Ok::<_, PluginError>((point, problems, checksums))
+        }
+        .await;
+        let _ = conn.disconnect().await;
+        let (recovered_point, problems, checksums) = checked?;
+        if !problems.is_empty() {
+            return Err(PluginError::Verification(format!("CHECK TABLE found {} table(s) damaged or not closed properly: {}", problems.len(), problems.join(" | "))));
+        }
+        Ok(RecoveryReport {
+            needed_crash_recovery: crash_recovery_ran(error_log),
+            recovered_point,
+            detail: format!("{} table(s) checked OK; checksums: {}", checksums.len(), checksums.join(", ")),
+        })
+    }
+
     /// The recovered server's point: its GTID set, and where the binary log that was
     /// current when the snapshot was taken ends (the restarted server opened a newer one).
     async fn recovered_point(&self, conn: &mut Conn, protocol: LockProtocol) -> Result<ConsistencyPoint, PluginError> {

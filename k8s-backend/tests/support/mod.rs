@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod store;
 
 use std::sync::{Arc, Mutex};
 
@@ -37,13 +38,20 @@ type Respond = Box<dyn FnMut(&Recorded) -> (u16, Value) + Send>;
 pub struct Rule {
     method: &'static str,
     path: String,
+    /// Match every path under `path` (`path` ends with `/`), not only `path` itself.
+    prefix: bool,
     query: Option<String>,
     times: Option<usize>,
     respond: Respond,
 }
 
 pub fn rule(method: &'static str, path: impl Into<String>, respond: impl FnMut(&Recorded) -> (u16, Value) + Send + 'static) -> Rule {
-    Rule { method, path: path.into(), query: None, times: None, respond: Box::new(respond) }
+    Rule { method, path: path.into(), prefix: false, query: None, times: None, respond: Box::new(respond) }
+}
+
+/// A rule for every path that starts with `prefix`.
+pub fn rule_prefix(method: &'static str, prefix: impl Into<String>, respond: impl FnMut(&Recorded) -> (u16, Value) + Send + 'static) -> Rule {
+    Rule { method, path: prefix.into(), prefix: true, query: None, times: None, respond: Box::new(respond) }
 }
 
 /// A rule answering the same body every time.
@@ -132,7 +140,7 @@ pub fn client(rules: Vec<Rule>) -> (Client, FakeApi) {
                 let mut rules = server.rules.lock().unwrap();
                 let found = rules.iter_mut().find(|r| {
                     r.method == recorded.method
-                        && r.path == recorded.path
+                        && (r.path == recorded.path || (r.prefix && recorded.path.starts_with(r.path.as_str())))
                         && r.query.as_ref().is_none_or(|q| recorded.query.contains(q.as_str()))
                         && r.times != Some(0)
                 });
