@@ -184,8 +184,10 @@ pub fn config_path(given: Option<&Path>) -> PathBuf {
 
 pub async fn backup(config: &Path, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let rt = Runtime::load(config)?;
-    let (_, app) = rt.config.app(&args.app).map_err(|m| anyhow!(m))?;
-    let app = app.clone();
+    let (_, configured) = rt.config.app(&args.app).map_err(|m| anyhow!(m))?;
+    let configured = configured.clone();
+    // After a failover the app runs on site B: back it up there.
+    let app = rt.active_app(&configured)?;
     let spec = rt.config.app_spec(&app);
     let orchestrator = rt.orchestrator(&app)?;
     let plugin = rt.plugin(&app).await?;
@@ -194,8 +196,20 @@ pub async fn backup(config: &Path, args: BackupArgs) -> anyhow::Result<ExitCode>
     close(&app.kind, &plugin).await;
     let outcome = result.with_context(|| format!("backup of app {} failed (recorded in the catalog)", app.name))?;
     let view = BackupView::from(&outcome.record);
+    let replication = crate::dr_cmd::replicate_backup(&rt, &configured, &orchestrator, &outcome.record).await;
+    let code = match &replication {
+        Some(r) if !r.ok => {
+            eprintln!("warning: backup {} stands, but it did not reach {}: {}", view.id, r.destination_cluster, r.error.as_deref().unwrap_or("?"));
+            ExitCode::from(crate::dr_cmd::EXIT_ATTENTION)
+        }
+        _ => ExitCode::SUCCESS,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        let mut json = serde_json::to_value(&view)?;
+        if let (Some(r), Some(object)) = (&replication, json.as_object_mut()) {
+            object.insert("replication".into(), serde_json::to_value(r)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!("backup {} of app {} complete ({})", view.id, view.app, view.consistency.as_deref().unwrap_or("?"));
         println!("  consistency point  {}", view.consistency_point.as_deref().unwrap_or("-"));
@@ -203,8 +217,12 @@ pub async fn backup(config: &Path, args: BackupArgs) -> anyhow::Result<ExitCode>
         for s in &view.snapshots {
             println!("  snapshot           {} on {} ({})", s.name, s.volume, s.create_time);
         }
+        if let Some(r) = replication.as_ref().filter(|r| r.ok) {
+            let bytes: u64 = r.transfers.iter().map(|t| t.bytes_transferred).sum();
+            println!("  replicated to      {} ({bytes} bytes transferred)", r.destination_cluster);
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 async fn close(kind: &AppKindConfig, plugin: &Arc<dyn AppPlugin>) {
@@ -223,6 +241,9 @@ pub async fn restore(config: &Path, args: RestoreArgs) -> anyhow::Result<ExitCod
     let app = app.clone();
     let spec = rt.config.app_spec(&app);
     if args.to_clone.is_none() {
+        if rt.active_app(&app)?.cluster != app.cluster {
+            bail!("app {} runs on site B after a failover: restore to a clone (--to-clone NAME), or fail back first", app.name);
+        }
         if let Some(refusal) = rt.in_place_refusal(&app).await {
             bail!(refusal);
         }
@@ -314,7 +335,8 @@ pub async fn simdb(config: &Path, command: SimdbCommand) -> anyhow::Result<ExitC
         if app.kind != AppKindConfig::Simdb {
             bail!("app {name} is of kind mysql; `stasis simdb` works on kind simdb apps");
         }
-        Ok(app.clone())
+        // Where the app runs now (site B after a failover).
+        rt.active_app(app)
     };
     match command {
         SimdbCommand::Init { app, keys } => {

@@ -70,6 +70,10 @@ pub struct ClusterConfig {
     /// Trust exactly this certificate (PEM), e.g. ONTAP's self-signed one.
     #[serde(default)]
     pub pinned_certificate_file: Option<PathBuf>,
+    /// Where other clusters reach this one for SnapMirror peering (ONTAP: the intercluster
+    /// LIF addresses). Default: the URL's host (and port, which only ontap-sim accepts).
+    #[serde(default)]
+    pub intercluster_addresses: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -103,6 +107,46 @@ pub struct AppConfig {
     /// Shown in the resources table; apps outside Kubernetes default to `local`.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Disaster recovery: mirror the app's volumes to another cluster (`stasis dr`).
+    #[serde(default)]
+    pub dr: Option<DrConfig>,
+}
+
+/// An app's DR plan: its volumes mirror (same names) into `svm` on cluster `cluster`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrConfig {
+    /// Site B, by its name in `clusters`.
+    pub cluster: String,
+    /// The SVM on site B that holds the mirrors (peered with the app's SVM by `dr setup`).
+    pub svm: String,
+    #[serde(default)]
+    pub policy: DrPolicyConfig,
+    /// How often backups (and so updates) run, e.g. `15m`: the RPO bound `dr status` checks.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// ONTAP's built-in SnapMirror policies that a DR plan may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum DrPolicyConfig {
+    /// The snapshot each update carries (and `daily`/`weekly`-labelled ones).
+    #[default]
+    Asynchronous,
+    /// Every snapshot of the source, deletions mirrored.
+    MirrorAllSnapshots,
+    /// Every write acknowledged once on both sides.
+    Sync,
+}
+
+impl DrPolicyConfig {
+    pub fn ontap_name(self) -> &'static str {
+        match self {
+            DrPolicyConfig::Asynchronous => "Asynchronous",
+            DrPolicyConfig::MirrorAllSnapshots => "MirrorAllSnapshots",
+            DrPolicyConfig::Sync => "Sync",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +359,21 @@ impl Config {
             if let Some(p) = &a.policy {
                 if !policies.contains(p.as_str()) {
                     return Err(self.invalid(format!("{field}.policy"), format!("no policy named {p:?}")));
+                }
+            }
+            if let Some(dr) = &a.dr {
+                if !self.clusters.iter().any(|c| c.name == dr.cluster) {
+                    let known: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+                    return Err(self.invalid(format!("{field}.dr.cluster"), format!("no cluster named {:?} (defined: {})", dr.cluster, known.join(", "))));
+                }
+                if dr.cluster == a.cluster {
+                    return Err(self.invalid(format!("{field}.dr.cluster"), format!("the app already runs on {:?}: name another cluster (site B)", a.cluster)));
+                }
+                if dr.svm.trim().is_empty() {
+                    return Err(self.invalid(format!("{field}.dr.svm"), "name the SVM on site B that holds the mirrors"));
+                }
+                if let Some(t) = &dr.schedule {
+                    parse_duration(t).map_err(|m| self.invalid(format!("{field}.dr.schedule"), m))?;
                 }
             }
         }

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo_cmd;
+pub mod dr_cmd;
 pub mod metrics;
 pub mod runtime;
 pub mod serve_cmd;

@@ -60,6 +60,14 @@ enum Command {
     /// objects, its database frozen through a port-forward).
     #[command(subcommand)]
     K8s(stasis_k8s::cli::K8sCommand),
+    /// Disaster recovery of a config file's app to its `dr` cluster: setup, status, drill.
+    #[command(subcommand)]
+    Dr(stasis::dr_cmd::DrCommand),
+    /// Move an app to its DR site: --planned (no loss) or --unplanned (site A gone); prints
+    /// RPO and RTO.
+    Failover(stasis::dr_cmd::FailoverArgs),
+    /// Move a failed-over app back to site A (asks for --yes before discarding site A data).
+    Failback(stasis::dr_cmd::FailbackArgs),
     /// The REST API (OpenAPI at /api-docs/openapi.json), the web dashboard and /metrics
     /// over the config file's apps; scheduled backups by SLA policy.
     Serve(stasis::serve_cmd::ServeArgs),
@@ -141,6 +149,11 @@ struct TortureArgs {
     client_timeout_ms: u64,
     #[arg(long, value_enum, hide = true)]
     mutant: Option<MutantArg>,
+    /// Disaster-recovery cases instead: two simulated sites, replicated backups under link
+    /// faults, an unplanned failover at a random point; site B must start at exactly the
+    /// newest app-consistent backup that reached it. Uses --cases, --seed, --parallel, --json.
+    #[arg(long, conflicts_with_all = ["mode", "faults", "case_seed", "replay", "mutant"])]
+    dr: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -163,6 +176,9 @@ fn parse_faults(text: &str) -> anyhow::Result<FaultSet> {
 }
 
 async fn run_torture(args: TortureArgs) -> anyhow::Result<ExitCode> {
+    if args.dr {
+        return run_torture_dr(&args).await;
+    }
     if args.freeze_timeout_ms < 50 {
         bail!("--freeze-timeout-ms must be at least 50");
     }
@@ -218,6 +234,25 @@ async fn run_torture(args: TortureArgs) -> anyhow::Result<ExitCode> {
         print!("{}", torture::render_table(&report));
     }
     Ok(if report.violations() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn run_torture_dr(args: &TortureArgs) -> anyhow::Result<ExitCode> {
+    let bar = (!args.json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("{} DR cases", args.cases));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let report = torture::dr::run_dr_campaign(args.cases, args.seed, args.parallel.max(1)).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", torture::dr::render_dr_table(&report));
+    }
+    Ok(if report.violations == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -358,6 +393,9 @@ fn main() -> ExitCode {
             Command::Backups(stasis::cli::BackupsCommand::List(args)) => stasis::cli::backups_list(&config, args).await,
             Command::Simdb(command) => stasis::cli::simdb(&config, command).await,
             Command::Serve(args) => stasis::serve_cmd::serve(&config, args).await,
+            Command::Dr(command) => stasis::dr_cmd::dr(&config, command).await,
+            Command::Failover(args) => stasis::dr_cmd::failover(&config, args).await,
+            Command::Failback(args) => stasis::dr_cmd::failback(&config, args).await,
             Command::Torture(args) => run_torture(args).await,
             Command::Demo(args) => stasis::demo_cmd::run(args).await,
             Command::Verify(args) => run_verify(args).await,

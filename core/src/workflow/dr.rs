@@ -357,7 +357,7 @@ impl Orchestrator {
 
     /// The newest complete application-consistent backup whose snapshot is on every one of
     /// B's volumes.
-    async fn newest_mirrored_backup(&self, app: &str, b: &DrSite, plan: &DrPlan) -> WorkflowResult<Option<(BackupRecord, Vec<VolumeInfo>)>> {
+    pub async fn newest_mirrored_backup(&self, app: &str, b: &DrSite, plan: &DrPlan) -> WorkflowResult<Option<(BackupRecord, Vec<VolumeInfo>)>> {
         for backup in restorable_backups(self.catalog.backups(Some(app))?) {
             if let Some(volumes) = self.destination_volumes_with(b, plan, &backup.snapshot_name).await? {
                 return Ok(Some((backup, volumes)));

@@ -300,7 +300,14 @@ async fn get_snapshot(State(st): State<ApiState>, Path((volume, uuid)): Path<(St
     let snapshot = st.sim.read(|s| {
         let v = s.volume(&volume)?;
         let snap = v.snapshot_by_uuid(&uuid).ok_or_else(|| OntapError::new(ErrorKind::NotFound, 1638600, "The snapshot does not exist.").with_target("uuid"))?;
-        Ok::<_, OntapError>(render::snapshot(v, snap))
+        let mut out = render::snapshot(v, snap);
+        // As on ONTAP, `delta` (snapshot vs active file system) is computed only on request.
+        if q.fields.as_ref().is_some_and(|f| f.iter().any(|f| f == "delta" || f.starts_with("delta.") || f == "**")) {
+            let changed = crate::model::delta::diff(Some(&snap.fs), &v.fs).data_blocks() as u64;
+            let elapsed = (chrono::Utc::now() - snap.create_time).num_seconds().max(0);
+            out["delta"] = serde_json::json!({"size_consumed": changed * crate::model::fs::BLOCK_SIZE as u64, "time_elapsed": super::snapmirror::iso_duration(elapsed)});
+        }
+        Ok::<_, OntapError>(out)
     })?;
     instance(snapshot, &q, &["uuid", "name"])
 }
