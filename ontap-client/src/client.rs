@@ -252,11 +252,10 @@ impl OntapClient {
             .into_iter()
             .map(|s| snapshot_info(s, volume_uuid))
             .collect::<StorageResult<Vec<_>>>()?;
-        out.sort_by(|a, b| {
-            a.create_time
-                .cmp(&b.create_time)
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        // Oldest first. Create times are whole seconds: ties keep the array's order (ONTAP
+        // lists snapshots in creation order), never the names' (a DR failback picks the
+        // newest common snapshot from this order).
+        out.sort_by(|a, b| a.create_time.cmp(&b.create_time));
         Ok(out)
     }
 
