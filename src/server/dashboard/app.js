@@ -159,8 +159,19 @@ async function submitRestore() {
 
 // ---- jobs: live over server-sent events (read with fetch, so the token stays in a header) ----
 
+const JOB_STATE_RANK = { queued: 0, running: 1, succeeded: 2, failed: 2 };
+
+// Is `job` older than what the table shows? The POST that starts a job answers "queued"
+// after the event stream may already have said "succeeded": the stale copy must not win.
+function isStale(job, previous) {
+  if (!previous) return false;
+  const [now, before] = [JOB_STATE_RANK[job.state] ?? 0, JOB_STATE_RANK[previous.state] ?? 0];
+  return now < before || (now === before && job.steps_done < previous.steps_done);
+}
+
 function upsertJob(job) {
   const previous = state.jobs.get(job.id);
+  if (isStale(job, previous)) return;
   state.jobs.set(job.id, job);
   let row = document.querySelector(`#jobs tr[data-job="${job.id}"]`);
   const pct = job.steps_total ? Math.round((100 * job.steps_done) / job.steps_total) : 0;
@@ -187,6 +198,9 @@ function upsertJob(job) {
 }
 
 async function followJobs() {
+  // One follower per tab, however often start() runs (a new token, a hash change).
+  if (state.following) return;
+  state.following = true;
   for (;;) {
     try {
       const response = await fetch("/api/v1/jobs/events", { headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" } });
@@ -209,7 +223,9 @@ async function followJobs() {
         }
       }
     } catch (e) {
-      // fall through to reconnect
+      // Reconnect below; the reason stays visible on hover and in the console.
+      console.warn("job events:", e);
+      $("#conn").title = `last error: ${e.message || e}`;
     }
     $("#conn").textContent = "reconnecting";
     $("#conn").classList.remove("live");
@@ -252,13 +268,21 @@ async function start() {
   followJobs();
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+// Take a token handed over in the fragment, and drop it from the address bar and history.
+function takeFragmentToken() {
   const fragment = new URLSearchParams(location.hash.slice(1));
-  if (fragment.get("token")) {
-    sessionStorage.setItem("stasis-token", fragment.get("token"));
-    history.replaceState(null, "", location.pathname);
-  }
+  if (!fragment.get("token")) return false;
+  sessionStorage.setItem("stasis-token", fragment.get("token"));
+  history.replaceState(null, "", location.pathname);
+  state.token = fragment.get("token");
+  return true;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  takeFragmentToken();
   state.token = sessionStorage.getItem("stasis-token");
+  // A link with #token= pasted into an open tab changes only the fragment: no reload.
+  window.addEventListener("hashchange", () => { if (takeFragmentToken()) start(); });
   $("#token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.token = $("#token-input").value.trim();
