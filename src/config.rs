@@ -295,7 +295,7 @@ impl Config {
                 return Err(self.invalid(format!("{field}.url"), format!("{:?} must start with https:// (or http:// for a local simulator)", c.url)));
             }
             if c.ca_file.is_some() && c.pinned_certificate_file.is_some() {
-                return Err(self.invalid(format!("{field}"), "give ca_file or pinned_certificate_file, not both"));
+                return Err(self.invalid(field.to_string(), "give ca_file or pinned_certificate_file, not both"));
             }
         }
         let mut policies = HashSet::new();
@@ -348,7 +348,7 @@ impl Config {
                 }
             }
             match (&a.stop_command, &a.start_command) {
-                (Some(_), None) | (None, Some(_)) => return Err(self.invalid(format!("{field}"), "give both stop_command and start_command, or neither")),
+                (Some(_), None) | (None, Some(_)) => return Err(self.invalid(field.to_string(), "give both stop_command and start_command, or neither")),
                 _ => {}
             }
             for (name, argv) in [("stop_command", &a.stop_command), ("start_command", &a.start_command)] {

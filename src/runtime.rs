@@ -120,7 +120,7 @@ impl Runtime {
     pub async fn simdb_volumes(&self, app: &AppConfig) -> anyhow::Result<SimDbVolumes> {
         let client = self.client(&app.cluster)?;
         let volumes = client.volumes_by_name(&app.svm, &app.volumes).await.with_context(|| format!("looking up the volumes of app {} on cluster {}", app.name, app.cluster))?;
-        Ok(SimDbVolumes::from_volume_infos(&volumes).map_err(|e| anyhow!("{e}"))?)
+        SimDbVolumes::from_volume_infos(&volumes).map_err(|e| anyhow!("{e}"))
     }
 
     /// Open the app's plugin. A simdb app's database is opened (crash recovery runs) from

@@ -5,6 +5,9 @@
 //!
 //! Durations are strings with a unit (`90s`, `15m`, `12h`, `30d`); times are RFC 3339.
 
+// kube's derive repeats `type_` once per printcolumn; clippy reads that as a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use std::time::Duration;
 
 use kube::{CustomResource, CustomResourceExt};

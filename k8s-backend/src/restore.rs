@@ -409,6 +409,7 @@ pub async fn restore_in_place(orchestrator: &Orchestrator, catalog: &dyn Catalog
 
 /// Restore a backup into `namespace` from clones, next to the running app. Fails closed,
 /// creating nothing and cloning nothing, if the namespace holds any same-named object.
+#[allow(clippy::too_many_arguments)] // each is a distinct seam; the operator and the CLI fill them differently
 pub async fn restore_to_namespace(
     orchestrator: &Orchestrator,
     catalog: &dyn Catalog,

@@ -24,6 +24,7 @@ const CANARY: &str = "canary-pw-3f9a1c";
 
 /// Two namespaces: a MariaDB Deployment on Trident, a PostgreSQL StatefulSet on NFS; plus a
 /// web pod whose claim is Pending and an app whose claim's PV points at another claim.
+#[allow(clippy::type_complexity)] // pods, claims, volumes, replica sets, Trident backends
 fn objects() -> (Vec<Value>, Vec<Value>, Vec<Value>, Vec<Value>, Vec<Value>) {
     let pods = vec![
         pod("shop", "db-7d9f8c6b5-x2x9k", "docker.io/library/mariadb:10.11", Some(("ReplicaSet", "db-7d9f8c6b5")), &[("data", "db-data", "/var/lib/mysql")], secret_env("MARIADB_ROOT_PASSWORD", "db-secret", "root-password")),

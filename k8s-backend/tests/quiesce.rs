@@ -85,11 +85,10 @@ async fn relay(ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, backend: 
     let to_pod = async {
         while let Some(Ok(msg)) = source.next().await {
             match msg {
-                Message::Binary(b) if b.first() == Some(&0) => {
-                    if tokio::io::AsyncWriteExt::write_all(&mut wr, &b[1..]).await.is_err() {
+                Message::Binary(b) if b.first() == Some(&0)
+                    && tokio::io::AsyncWriteExt::write_all(&mut wr, &b[1..]).await.is_err() => {
                         break;
                     }
-                }
                 Message::Close(_) => break,
                 _ => {}
             }

@@ -255,7 +255,7 @@ impl OntapClient {
         // Oldest first. Create times are whole seconds: ties keep the array's order (ONTAP
         // lists snapshots in creation order), never the names' (a DR failback picks the
         // newest common snapshot from this order).
-        out.sort_by(|a, b| a.create_time.cmp(&b.create_time));
+        out.sort_by_key(|a| a.create_time);
         Ok(out)
     }
 

@@ -53,7 +53,7 @@ async fn backup_list_and_restore_to_a_clone_and_in_place() {
     assert_eq!(backup["consistency_point"], "txid=1", "{backup}");
     assert_eq!(backup["consistency"], "application");
     let freeze = backup["freeze_window_ms"].as_f64().expect("freeze_window_ms");
-    assert!(freeze >= 0.0 && freeze < 2000.0, "freeze {freeze} ms outside its 2 s bound");
+    assert!((0.0..2000.0).contains(&freeze), "freeze {freeze} ms outside its 2 s bound");
     let snapshots = backup["snapshots"].as_array().expect("snapshots");
     let on: Vec<&str> = snapshots.iter().map(|s| s["volume"].as_str().unwrap()).collect();
     assert_eq!(on, ["bank_data", "bank_log"]);

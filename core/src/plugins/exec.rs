@@ -81,7 +81,7 @@ struct Ran {
 }
 
 fn point_in(stdout: &[u8]) -> Option<String> {
-    String::from_utf8_lossy(stdout).lines().filter_map(|l| l.strip_prefix(POINT_PREFIX)).map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).last()
+    String::from_utf8_lossy(stdout).lines().filter_map(|l| l.strip_prefix(POINT_PREFIX)).map(|p| p.trim().to_string()).rfind(|p| !p.is_empty())
 }
 
 impl ExecHooksPlugin {

@@ -253,7 +253,10 @@ where
     result
 }
 
-fn log_result<K: Resource, E: std::fmt::Display>(kind: &'static str) -> impl FnMut(Result<(kube::runtime::reflector::ObjectRef<K>, Action), controller::Error<E, watcher::Error>>) -> futures::future::Ready<()> {
+/// What a controller's stream yields for each reconcile.
+type ReconcileOutcome<K, E> = Result<(kube::runtime::reflector::ObjectRef<K>, Action), controller::Error<E, watcher::Error>>;
+
+fn log_result<K: Resource, E: std::fmt::Display>(kind: &'static str) -> impl FnMut(ReconcileOutcome<K, E>) -> futures::future::Ready<()> {
     move |result| {
         match result {
             Ok((obj, _)) => tracing::debug!(kind, object = %obj.name, "reconciled"),

@@ -467,7 +467,7 @@ impl ClusterState {
                 }
                 return Err(OntapError::new(ErrorKind::Refused, 13303844, format!("Update operation failed: the destination already has a different snapshot named \"{}\".", meta.name)));
             }
-            let uuid = format!("{}", uuid_like(&meta.version_uuid, &rel.destination.volume.uuid));
+            let uuid = uuid_like(&meta.version_uuid, &rel.destination.volume.uuid).to_string();
             volume.add_replica_snapshot(uuid, meta)?;
             last = Some(meta.clone());
         }

@@ -127,7 +127,7 @@ impl History {
 
 /// The sequence number of a single-domain GTID position `0-1-42` (the last of a list).
 fn gtid_seq(gtid: &str) -> Option<u64> {
-    gtid.split(',').map(str::trim).filter(|g| !g.is_empty()).last().and_then(|g| g.rsplit('-').next()).and_then(|s| s.parse().ok())
+    gtid.split(',').map(str::trim).rfind(|g| !g.is_empty()).and_then(|g| g.rsplit('-').next()).and_then(|s| s.parse().ok())
 }
 
 fn point_seq(point: &ConsistencyPoint) -> Option<u64> {
