@@ -71,6 +71,26 @@ async fn the_plugin_sends_exactly_the_backup_stage_protocol() -> anyhow::Result<
             assert!(!upper.starts_with("BACKUP") && !upper.starts_with("FLUSH") && !upper.starts_with("LOCK") && !upper.starts_with("UNLOCK"), "session {id} sent {argument}");
         }
     }
+    // The app's password never reaches the server in statement text.
+    let leaked = |log: &str| log.lines().find(|l| l.contains(&rig.app_password)).map(str::to_string);
+    if let Some(line) = leaked(&log) {
+        panic!("the password is in the general log: {line}\nwhole log:\n{log}");
+    }
+    // Control for that probe: a statement carrying the password, even as a bound parameter,
+    // is logged with it (so the probe would see a plugin that sent one).
+    let mut root = rig.server.root_conn().await?;
+    let echoed: Option<String> = root.exec_first("SELECT ?", (rig.app_password.as_str(),)).await?;
+    assert_eq!(echoed.as_deref(), Some(rig.app_password.as_str()));
+    root.disconnect().await?;
+    let mut caught = false;
+    for _ in 0..100 {
+        if leaked(&std::fs::read_to_string(rig.server.general_log_path())?).is_some() {
+            caught = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(caught, "the probe missed a statement that carried the password");
     Ok(())
 }
 
