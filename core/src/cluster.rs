@@ -62,11 +62,20 @@ const EXEC_OUTPUT_BYTES_MAX: u64 = 1 << 20;
 /// processes. Scaling is not a host concept: stop and start go through the app's plugin.
 pub struct LocalCluster {
     workloads: Vec<Workload>,
+    /// Set for every command, as a container's environment is (e.g. where the app's
+    /// control socket is, `PATH` with the app's tools first).
+    env: Vec<(String, String)>,
 }
 
 impl LocalCluster {
     pub fn new(workloads: Vec<Workload>) -> Self {
-        LocalCluster { workloads }
+        LocalCluster { workloads, env: Vec::new() }
+    }
+
+    /// Run every command with `key=value` in its environment.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     fn find(&self, namespace: &str, name: &str) -> Result<&Workload, ClusterError> {
@@ -90,6 +99,7 @@ impl Cluster for LocalCluster {
         let (program, args) = argv.split_first().ok_or_else(|| ClusterError::Io("empty argument vector".into()))?;
         let mut child = tokio::process::Command::new(program)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

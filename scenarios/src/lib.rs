@@ -3,6 +3,7 @@
 //! simulator's volumes, and scenario files (`stasis verify`) that run campaigns on it.
 
 pub mod demo;
+pub mod ledger;
 pub mod mariadb;
 pub mod postgres;
 pub mod sim_data;

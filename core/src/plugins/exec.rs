@@ -12,6 +12,9 @@
 //! - A hook may print a line `stasis-consistency-point: <text>` on stdout: the last such
 //!   line of the pre-snapshot hooks is the backup's consistency point (e.g. a log
 //!   position). Without one the point is the time of the freeze.
+//! - A pre-snapshot hook that fails under `on_error: continue` lets the backup go on, but
+//!   every thaw of that quiesce reports it: the workflow records it as the evidence's
+//!   `thaw_error` and keeps the backup as crash-consistent (nothing proves the freeze).
 //! - `post_snapshot` hooks run once per quiesce (the freeze watchdog and the workflow may
 //!   both thaw), all of them even if one fails.
 //! - `post_restore` hooks open the restored app and may print its recovered point the same
@@ -73,6 +76,10 @@ pub struct ExecHooksPlugin {
     /// Pre-snapshot hooks ran and the post-snapshot hooks have not yet: only then does a
     /// thaw run them.
     frozen: tokio::sync::Mutex<bool>,
+    /// A pre-snapshot hook of the last quiesce failed under `on_error: continue`: the
+    /// freeze is not proven, so every thaw of that quiesce reports it (the backup is then
+    /// kept as crash-consistent, with this reason in its evidence).
+    unproven: std::sync::Mutex<Option<String>>,
 }
 
 /// What one hook did.
@@ -93,7 +100,7 @@ impl ExecHooksPlugin {
         if config.pre_snapshot.is_empty() && config.post_snapshot.is_empty() {
             return Err(PluginError::App("exec hooks: no pre_snapshot or post_snapshot hook configured".into()));
         }
-        Ok(ExecHooksPlugin { cluster, config, frozen: tokio::sync::Mutex::new(false) })
+        Ok(ExecHooksPlugin { cluster, config, frozen: tokio::sync::Mutex::new(false), unproven: std::sync::Mutex::new(None) })
     }
 
     /// Run one hook; `Err` only when it failed and its policy is `fail`.
@@ -109,6 +116,9 @@ impl ExecHooksPlugin {
             OnError::Fail => Err(PluginError::App(message)),
             OnError::Continue => {
                 tracing::warn!(%message, "hook failed; continuing as configured");
+                if phase == "pre-snapshot" {
+                    self.unproven.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(message);
+                }
                 Ok(Ran { point: None })
             }
         }
@@ -147,6 +157,7 @@ impl AppPlugin for ExecHooksPlugin {
     async fn quiesce(&self) -> Result<ConsistencyPoint, PluginError> {
         let mut frozen = self.frozen.lock().await;
         *frozen = true;
+        *self.unproven.lock().unwrap_or_else(|p| p.into_inner()) = None;
         match self.run_all("pre-snapshot", &self.config.pre_snapshot).await {
             Ok(point) => Ok(ConsistencyPoint(point.unwrap_or_else(|| format!("exec-hooks@{}", Utc::now().to_rfc3339())))),
             Err(e) => {
@@ -162,10 +173,12 @@ impl AppPlugin for ExecHooksPlugin {
 
     async fn unquiesce(&self) -> Result<(), PluginError> {
         let mut frozen = self.frozen.lock().await;
-        if !std::mem::replace(&mut *frozen, false) {
-            return Ok(());
+        let thawed = if std::mem::replace(&mut *frozen, false) { self.thaw().await } else { Ok(()) };
+        thawed?;
+        match self.unproven.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(why) => Err(PluginError::App(format!("the freeze is not proven: {why} (on_error: continue)"))),
+            None => Ok(()),
         }
-        self.thaw().await
     }
 
     async fn stop(&self) -> Result<(), PluginError> {
@@ -250,8 +263,11 @@ mod tests {
         failing.on_error = OnError::Continue;
         let p = plugin(vec![failing, record(&log, "freeze")], vec![record(&log, "thaw")]);
         p.quiesce().await.unwrap();
-        p.unquiesce().await.unwrap();
+        let unproven = p.unquiesce().await.unwrap_err();
+        assert!(unproven.to_string().contains("the freeze is not proven: pre-snapshot hook \"false\""), "{unproven}");
         assert_eq!(lines(&log), ["freeze", "thaw"]);
+        assert!(p.unquiesce().await.is_err(), "a second thaw (the watchdog's) reports it too");
+        assert_eq!(lines(&log), ["freeze", "thaw"], "but runs no hook twice");
 
         let mut slow = ExecHook::new(&["sleep", "10"]);
         slow.timeout = Duration::from_millis(100);

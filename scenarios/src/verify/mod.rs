@@ -5,6 +5,7 @@
 //! one command that reproduces it.
 
 pub mod dr;
+pub mod exec;
 pub mod format;
 pub mod real;
 pub mod yaml;
@@ -90,14 +91,28 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
                 None
             }
         }
-        Kind::ExecHooks => Some(
-            "kind exec-hooks: a campaign needs an application the hooks quiesce and a checker for it; this build runs the hooks plugin (core/src/plugins/exec.rs) in its own tests, not in campaigns (use kind simdb, mysql or postgres)".into(),
-        ),
+        Kind::ExecHooks => {
+            let in_place = s.steps().any(|st| matches!(st, Step::Restore { mode: RestoreMode::InPlace, .. }));
+            if failover {
+                Some("kind exec-hooks: failover cases run on the simulated database (kind simdb) in this build".into())
+            } else if s.faults.is_some() {
+                Some("kind exec-hooks: faults are injected on the simulated database (kind simdb) in this build; drop the faults section".into())
+            } else if s.mode != Mode::App {
+                Some("kind exec-hooks: mode crash runs on the simulated database; for a negative control give hooks that do not quiesce".into())
+            } else if s.app.existing_snapshots > 0 {
+                Some("kind exec-hooks: existing_snapshots is simulated on kind simdb only in this build".into())
+            } else if in_place {
+                Some("kind exec-hooks: the reference app is restored to clones only in this build (use restore: {mode: clone})".into())
+            } else {
+                None
+            }
+        }
     }
 }
 
+/// A case that runs real processes on FUSE mounts: one at a time, seeds reproduce it.
 fn is_real_server(s: &Scenario) -> bool {
-    matches!(s.app.kind, Kind::Mysql | Kind::Postgres)
+    matches!(s.app.kind, Kind::Mysql | Kind::Postgres | Kind::ExecHooks)
 }
 
 fn fault_strategy(step: &Step, s: &Scenario) -> BoxedStrategy<Option<Fault>> {
@@ -240,10 +255,12 @@ pub async fn run_scenario_with(s: &Scenario, opts: &VerifyOptions, dr_mutant: Op
     let report = if s.steps().any(|st| matches!(st, Step::Failover { .. })) {
         dr::run(s, cases, seed, opts.case_seed, opts.parallel, dr_mutant, progress).await
     } else {
+        let exec_runner = exec::ExecRunner { app: s.app.clone() };
         let runner: &dyn torture::CaseRunner = match s.app.kind {
             Kind::Mysql => &real::RealRunner { engine: real::Engine::Mysql },
             Kind::Postgres => &real::RealRunner { engine: real::Engine::Postgres },
-            Kind::Simdb | Kind::ExecHooks => &torture::SimdbRunner,
+            Kind::ExecHooks => &exec_runner,
+            Kind::Simdb => &torture::SimdbRunner,
         };
         torture::run_campaign_with(&torture_opts, runner, progress).await
     };

@@ -411,40 +411,46 @@ impl RealCase {
         let rpo = self.history.len().saturating_sub(held) as u64;
         self.result.rpo_transactions_max = self.result.rpo_transactions_max.max(rpo);
     }
+}
 
-    /// The array and the catalog agree: no orphan snapshot or clone, no unfinished backup.
-    fn check_array(&mut self) {
-        let live = self.live_backups();
-        let app_volumes = self.rig.app().volumes.clone();
-        let (snapshots, volumes) = self.rig.sim().sim().sim().read(|s| {
-            let snaps: Vec<(String, String, String)> = s.volumes.values().filter(|v| app_volumes.contains(&v.name)).flat_map(|v| v.snapshots.iter().map(move |snap| (v.uuid.clone(), snap.uuid.clone(), snap.name.clone()))).collect();
-            let vols: Vec<String> = s.volumes.values().map(|v| v.name.clone()).collect();
-            (snaps, vols)
-        });
-        for (volume, uuid, name) in &snapshots {
-            if name.starts_with("stasis_") && !live.iter().any(|b| b.snapshots.iter().any(|s| s.snapshot_uuid == *uuid && s.volume_uuid == *volume)) {
-                self.result.orphans += 1;
-                self.violation(format!("orphan snapshot {name} on volume {volume}"));
-            }
+/// The array and the catalog agree: no orphan snapshot or clone, no unfinished backup.
+pub(super) fn check_array(orchestrator: &Orchestrator, app: &stasis_core::domain::AppSpec, sim: &SimWithMounts, result: &mut CaseResult) {
+    let mut violation = |message: String| {
+        tracing::warn!(%message, "violation");
+        result.violations.push(message);
+    };
+    let live: Vec<BackupRecord> = orchestrator.catalog.backups(Some(&app.name)).unwrap_or_default().into_iter().filter(|b| b.state == BackupState::Complete && !b.expired).collect();
+    let app_volumes = app.volumes.clone();
+    let (snapshots, volumes) = sim.sim().sim().read(|s| {
+        let snaps: Vec<(String, String, String)> = s.volumes.values().filter(|v| app_volumes.contains(&v.name)).flat_map(|v| v.snapshots.iter().map(move |snap| (v.uuid.clone(), snap.uuid.clone(), snap.name.clone()))).collect();
+        let vols: Vec<String> = s.volumes.values().map(|v| v.name.clone()).collect();
+        (snaps, vols)
+    });
+    let mut orphans = 0;
+    for (volume, uuid, name) in &snapshots {
+        if name.starts_with("stasis_") && !live.iter().any(|b| b.snapshots.iter().any(|s| s.snapshot_uuid == *uuid && s.volume_uuid == *volume)) {
+            orphans += 1;
+            violation(format!("orphan snapshot {name} on volume {volume}"));
         }
-        for b in &live {
-            for s in &b.snapshots {
-                if !snapshots.iter().any(|(_, uuid, _)| *uuid == s.snapshot_uuid) {
-                    self.result.orphans += 1;
-                    self.violation(format!("live backup {} lacks its snapshot on {}", b.id, s.volume_name));
-                }
-            }
-        }
-        for name in volumes.iter().filter(|n| !app_volumes.contains(n)) {
-            self.result.orphans += 1;
-            self.violation(format!("orphan volume {name}"));
-        }
-        for b in self.rig.orchestrator().catalog.backups(Some(&self.rig.app().name)).unwrap_or_default() {
-            if !b.state.is_final() {
-                self.violation(format!("backup {} is still {:?}", b.id, b.state));
+    }
+    for b in &live {
+        for s in &b.snapshots {
+            if !snapshots.iter().any(|(_, uuid, _)| *uuid == s.snapshot_uuid) {
+                orphans += 1;
+                violation(format!("live backup {} lacks its snapshot on {}", b.id, s.volume_name));
             }
         }
     }
+    for name in volumes.iter().filter(|n| !app_volumes.contains(n)) {
+        orphans += 1;
+        violation(format!("orphan volume {name}"));
+    }
+    for b in orchestrator.catalog.backups(Some(&app.name)).unwrap_or_default() {
+        if !b.state.is_final() {
+            violation(format!("backup {} is still {:?}", b.id, b.state));
+        }
+    }
+    result.orphans += orphans;
 }
 
 /// Run one case on a fresh server and check it.
@@ -457,7 +463,7 @@ pub async fn run_case(engine: Engine, spec: &CaseSpec, cfg: CaseConfig) -> CaseR
     for op in &spec.ops {
         case.run_op(op).await;
     }
-    case.check_array();
+    check_array(case.rig.orchestrator(), case.rig.app(), case.rig.sim(), &mut case.result);
     // Dropping the rig stops the servers, then unmounts.
     case.result
 }
