@@ -29,7 +29,7 @@ pub const CONTROL_ENV: &str = "LEDGER_APP_CONTROL";
 pub const BINARY: &str = "stasis-ledger-app";
 /// Work between the journal writes on two volumes: what makes a torn record likely when a
 /// snapshot is not quiesced.
-pub const STEP_GAP: Duration = Duration::from_millis(2);
+pub const STEP_GAP: Duration = Duration::from_millis(4);
 /// Pause between records.
 pub const RECORD_PACE: Duration = Duration::from_millis(1);
 pub const JOURNAL: &str = "journal.log";

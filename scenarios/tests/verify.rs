@@ -117,7 +117,7 @@ async fn exec_hooks_app_passes() {
 /// point-mismatched copies, and at least one must be torn data (not only a wrong point).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_hooks_negative_control_finds_torn_records() {
-    let r = run("exec-hooks-no-quiesce-negative-control", 2).await;
+    let r = run("exec-hooks-no-quiesce-negative-control", 3).await;
     assert_eq!(r.outcome, Outcome::Pass, "the negative control must find what it exists to catch: {}", show(&r));
     let report = r.report.as_ref().unwrap();
     assert!(report.inconsistent_restores > 0, "{}", show(&r));
