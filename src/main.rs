@@ -337,8 +337,11 @@ fn discover_context(config: &std::path::Path, cluster: Option<&str>) -> anyhow::
     Ok(stasis_k8s::cli::DiscoverContext { storage, catalog: Some(rt.catalog.clone()) })
 }
 
-/// The operator's ONTAP clusters and catalog, from `stasis.yaml`.
-fn operator_wiring(config: &std::path::Path, cluster: Option<&str>) -> anyhow::Result<stasis_k8s::cli::OperatorWiring> {
+/// The operator's ONTAP clusters and catalog, from `stasis.yaml`; the Kubernetes client from
+/// the kubeconfig or the in-cluster service account. Backups and Restores run through the same
+/// components as `stasis k8s backup|restore` (the database's credentials are read from the
+/// Secret its pod template refers to).
+async fn operator_wiring(config: &std::path::Path, cluster: Option<&str>) -> anyhow::Result<stasis_k8s::cli::OperatorWiring> {
     let rt = stasis::runtime::Runtime::load(config)?;
     let name = match (cluster, rt.config.clusters.as_slice()) {
         (Some(name), _) => name.to_string(),
@@ -351,7 +354,9 @@ fn operator_wiring(config: &std::path::Path, cluster: Option<&str>) -> anyhow::R
         let client: std::sync::Arc<dyn stasis_core::replication::Replication> = rt.client(&c.name)?;
         replication.insert(c.name.clone(), client);
     }
-    Ok(stasis_k8s::cli::OperatorWiring { storage, replication, catalog: Some(rt.catalog.clone()), plugins: None, restore: None })
+    let client = stasis_k8s::KubeCluster::client_from_env().await?;
+    let wiring = stasis_k8s::cli::OperatorWiring::in_cluster(client, storage);
+    Ok(stasis_k8s::cli::OperatorWiring { replication, catalog: Some(rt.catalog.clone()), ..wiring })
 }
 
 /// `stasis k8s` needs the app of `stasis.yaml`: its volumes, cluster and `mysql` credentials.
@@ -401,7 +406,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => run_verify(args).await,
             Command::Crds => stasis_k8s::cli::crds().map(|()| ExitCode::SUCCESS),
             Command::Operator(args) => {
-                let wiring = operator_wiring(&config, args.cluster.as_deref())?;
+                let wiring = operator_wiring(&config, args.cluster.as_deref()).await?;
                 stasis_k8s::cli::operator(args, wiring).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Discover(args) => {

@@ -112,6 +112,8 @@ fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
 
 /// What the root binary wires from `stasis.yaml` into the operator.
 pub struct OperatorWiring {
+    /// The Kubernetes client (kubeconfig or in-cluster) the wired components share.
+    pub client: kube::Client,
     pub storage: Arc<dyn Storage>,
     /// Replication per ONTAP cluster name (DrPlan destinations).
     pub replication: BTreeMap<String, Arc<dyn stasis_core::replication::Replication>>,
@@ -120,6 +122,18 @@ pub struct OperatorWiring {
     pub plugins: Option<Arc<dyn crate::operator::PluginFactory>>,
     /// The Kubernetes restore path; `None`: Restores fail with `RestoreUnavailable`.
     pub restore: Option<Arc<dyn crate::operator::RestoreRunner>>,
+}
+
+impl OperatorWiring {
+    /// The operator as `stasis operator` runs it: backups freeze the database through a
+    /// port-forward and capture the app's objects ([`crate::operator::wired::InClusterPlugins`]),
+    /// Restores run in place or into a new namespace ([`crate::operator::wired::KubeRestore`]).
+    pub fn in_cluster(client: kube::Client, storage: Arc<dyn Storage>) -> OperatorWiring {
+        use crate::operator::wired::{InClusterPlugins, KubeRestore};
+        let plugins = Arc::new(InClusterPlugins::new(client.clone(), storage.clone()));
+        let restore = Arc::new(KubeRestore::new(client.clone(), storage.clone(), Arc::new(stasis_core::clock::SystemClock)));
+        OperatorWiring { client, storage, replication: BTreeMap::new(), catalog: None, plugins: Some(plugins), restore: Some(restore) }
+    }
 }
 
 async fn shutdown_signal() {
@@ -146,7 +160,7 @@ pub async fn operator(args: OperatorArgs, wiring: OperatorWiring) -> anyhow::Res
     use crate::leader::{LeaderElector, LeaseConfig, Leadership};
     use crate::operator::{self, Context, NoPlugins};
 
-    let client = KubeCluster::client_from_env().await?;
+    let client = wiring.client;
     let cluster = Arc::new(KubeCluster::new(client.clone(), Some(wiring.storage.clone()), DiscoverOptions::default()));
     let plugins = wiring.plugins.unwrap_or_else(|| Arc::new(NoPlugins("quiescing a database inside the cluster is not wired into this build of the operator".into())));
     let mut ctx = Context::new(client.clone(), cluster, wiring.storage, plugins, Arc::new(stasis_core::clock::SystemClock));
@@ -239,19 +253,7 @@ pub struct K8sContext {
 }
 
 fn mysql_factory(ctx: &K8sContext) -> crate::quiesce::PluginFactory {
-    let (user, password, freeze) = (ctx.db_user.clone(), ctx.db_password.clone(), ctx.app.freeze_timeout);
-    Arc::new(move |addr: std::net::SocketAddr| {
-        let config = stasis_core::plugins::mysql::MysqlConfig {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            user: user.clone(),
-            password: password.clone(),
-            freeze_timeout: freeze,
-            lock_wait_timeout: (freeze / 2).max(std::time::Duration::from_secs(1)).min(freeze.saturating_sub(std::time::Duration::from_millis(500))),
-            server_control: None,
-        };
-        Ok(Arc::new(stasis_core::plugins::mysql::MysqlPlugin::new(config)?) as Arc<dyn crate::quiesce::ForwardedPlugin>)
-    })
+    crate::quiesce::mysql_factory(ctx.db_user.clone(), ctx.db_password.clone(), ctx.app.freeze_timeout)
 }
 
 pub async fn k8s(command: K8sCommand, ctx: K8sContext) -> anyhow::Result<()> {

@@ -94,7 +94,9 @@ const CREDENTIAL_ENVS: &[&str] = &[
     "PGPASSWORD",
 ];
 
-fn credential_refs(container: &Container) -> Vec<CredentialRef> {
+/// The credential references of a database container (what discovery reports and the
+/// operator reads the password through).
+pub fn credential_refs(container: &Container) -> Vec<CredentialRef> {
     let mut refs = Vec::new();
     for env in container.env.iter().flatten() {
         let (name, file) = match env.name.strip_suffix("_FILE") {

@@ -176,6 +176,23 @@ impl ForwardedPlugin for MysqlPlugin {
 /// Makes the database plugin for a forwarded local address.
 pub type PluginFactory = Arc<dyn Fn(SocketAddr) -> Result<Arc<dyn ForwardedPlugin>, PluginError> + Send + Sync>;
 
+/// Core's MySQL/MariaDB plugin for a forwarded address, with the lock wait inside the
+/// app's freeze bound (what `stasis k8s` and the operator use).
+pub fn mysql_factory(user: String, password: secrecy::SecretString, freeze: std::time::Duration) -> PluginFactory {
+    Arc::new(move |addr: SocketAddr| {
+        let config = stasis_core::plugins::mysql::MysqlConfig {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            user: user.clone(),
+            password: password.clone(),
+            freeze_timeout: freeze,
+            lock_wait_timeout: (freeze / 2).max(std::time::Duration::from_secs(1)).min(freeze.saturating_sub(std::time::Duration::from_millis(500))),
+            server_control: None,
+        };
+        Ok(Arc::new(MysqlPlugin::new(config)?) as Arc<dyn ForwardedPlugin>)
+    })
+}
+
 /// The [`InClusterDb`] over a port-forward: one forward for a freeze (held until
 /// [`InClusterDb::release`]), one per verification (closed when it returns).
 pub struct ForwardedDb {

@@ -1,8 +1,8 @@
 //! The operator end to end: its controllers (behind a real leader election) against the
 //! in-memory API server (watch events, status subresources, finalizers, 409s) and the
 //! in-process ONTAP simulator over HTTP through the real ONTAP client. And least privilege:
-//! every (verb, resource) the operator issued is granted by deploy/rbac.yaml, and every
-//! rule there was used.
+//! every (verb, resource) the operator issued is granted by deploy/rbac.yaml (that every
+//! rule is used: tests/operator_wired.rs).
 
 mod apiserver;
 #[path = "support/fixtures.rs"]
@@ -308,8 +308,8 @@ async fn policies_restores_drplans_and_least_privilege_rbac() {
     let granted = rbac_rules();
     let not_granted: Vec<&Access> = used.iter().filter(|a| !granted.contains(a)).collect();
     assert!(not_granted.is_empty(), "the operator issued requests deploy/rbac.yaml does not grant: {not_granted:#?}");
-    let unused: Vec<&Access> = granted.iter().filter(|a| !used.contains(a)).collect();
-    assert!(unused.is_empty(), "deploy/rbac.yaml grants what the operator never used (not least privilege): {unused:#?}");
+    // That every rule is used is checked by tests/operator_wired.rs, which runs the operator
+    // with its real quiesce and restore paths (this run has neither).
 }
 
 /// Every (verb, group, resource) deploy/rbac.yaml grants, over its Roles and ClusterRoles.
@@ -342,6 +342,6 @@ fn rbac_rules() -> BTreeSet<Access> {
 fn the_rbac_check_catches_an_ungranted_request() {
     let granted = rbac_rules();
     assert!(granted.contains(&Access { verb: "patch".into(), group: "stasis.io".into(), resource: "backups/status".into() }));
-    assert!(!granted.contains(&Access { verb: "get".into(), group: "".into(), resource: "secrets".into() }), "secrets are never read");
+    assert!(!granted.contains(&Access { verb: "list".into(), group: "".into(), resource: "secrets".into() }), "secrets are never listed");
     assert!(!granted.contains(&Access { verb: "update".into(), group: "stasis.io".into(), resource: "backups".into() }));
 }

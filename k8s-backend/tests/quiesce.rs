@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -36,11 +35,7 @@ use stasis_k8s::quiesce::{ForwardedDb, ForwardedPlugin, PluginFactory};
 use stasis_k8s::restore::{self, InClusterDb};
 use stasis_k8s::workload::{WorkloadKind, WorkloadRef};
 use stasis_scenarios::mariadb::{MariaDb, MariaDbOptions, APP_USER};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio::net::TcpListener;
 
 const PASSWORD: &str = "k8s-forward-pw";
 
@@ -68,53 +63,6 @@ impl Drop for FakeApiServer {
     }
 }
 
-async fn relay(ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, backend: SocketAddr, port: u16, open_now: Arc<AtomicUsize>) {
-    let (mut sink, mut source) = ws.split();
-    let [lo, hi] = port.to_le_bytes();
-    // The kubelet's first frame on each channel (data 0, error 1) names the port.
-    if sink.send(Message::binary(vec![0, lo, hi])).await.is_err() || sink.send(Message::binary(vec![1, lo, hi])).await.is_err() {
-        open_now.fetch_sub(1, Ordering::SeqCst);
-        return;
-    }
-    let Ok(tcp) = TcpStream::connect(backend).await else {
-        let _ = sink.send(Message::binary([&[1u8][..], b"connection refused"].concat())).await;
-        open_now.fetch_sub(1, Ordering::SeqCst);
-        return;
-    };
-    let (mut rd, mut wr) = tcp.into_split();
-    let to_pod = async {
-        while let Some(Ok(msg)) = source.next().await {
-            match msg {
-                Message::Binary(b) if b.first() == Some(&0)
-                    && tokio::io::AsyncWriteExt::write_all(&mut wr, &b[1..]).await.is_err() => {
-                        break;
-                    }
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-    };
-    let from_pod = async {
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            match tokio::io::AsyncReadExt::read(&mut rd, &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let mut frame = Vec::with_capacity(n + 1);
-                    frame.push(0);
-                    frame.extend_from_slice(&buf[..n]);
-                    if sink.send(Message::binary(frame)).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = sink.close().await;
-    };
-    tokio::select! { _ = to_pod => {}, _ = from_pod => {} }
-    open_now.fetch_sub(1, Ordering::SeqCst);
-}
-
 async fn handle(req: Request<Incoming>, forwards: Forwards, answer: Answer) -> Result<Response<Full<Bytes>>, Infallible> {
     let (path, query) = (req.uri().path().to_string(), req.uri().query().unwrap_or_default().to_string());
     forwards.requests.lock().unwrap().push(format!("{} {path}", req.method()));
@@ -126,28 +74,8 @@ async fn handle(req: Request<Incoming>, forwards: Forwards, answer: Answer) -> R
             let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("pods \"{pod}\" not found"), "reason": "NotFound", "details": {"name": pod, "kind": "pods"}, "code": 404});
             return Ok(Response::builder().status(404).header("content-type", "application/json").body(Full::from(serde_json::to_vec(&body).unwrap())).unwrap());
         };
-        let key = req.headers().get("sec-websocket-key").cloned().expect("a WebSocket upgrade");
-        let offered = req.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        assert!(offered.contains("v4.channel.k8s.io"), "kube offers the channel protocol: {offered}");
         forwards.opened.lock().unwrap().push(pod.clone());
-        forwards.open_now.fetch_add(1, Ordering::SeqCst);
-        let open_now = forwards.open_now.clone();
-        tokio::spawn(async move {
-            match hyper::upgrade::on(req).await {
-                Ok(upgraded) => relay(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await, backend, port, open_now).await,
-                Err(_) => {
-                    open_now.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        });
-        return Ok(Response::builder()
-            .status(101)
-            .header("connection", "Upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-            .header("sec-websocket-protocol", "v4.channel.k8s.io")
-            .body(Full::default())
-            .unwrap());
+        return Ok(support::relay::accept(req, backend, port, forwards.open_now.clone()));
     }
     let _ = req.into_body().collect().await;
     let (code, body) = answer(forwards.requests.lock().unwrap().last().unwrap().split(' ').next().unwrap(), &path, &query);

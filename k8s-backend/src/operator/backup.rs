@@ -118,19 +118,22 @@ async fn apply(api: &Api<Backup>, cached: &Backup, ctx: &Context) -> OpResult<Ac
     };
     rv = patch_status(api, &name, rv.as_deref(), &status).await?;
 
-    let plugin = match ctx.plugins.plugin(&workload, &app).await {
-        Ok(p) => p,
-        Err(e) => {
-            patch_status(api, &name, rv.as_deref(), &failed(status, e, &ctx.now_rfc3339(), generation)).await?;
-            return Ok(Action::await_change());
-        }
-    };
     let catalog = Arc::new(SqliteCatalog::open_in_memory().map_err(|e| OperatorError::Invalid(format!("opening an in-memory catalog: {e}")))?);
     catalog.put_app(&app).map_err(|e| OperatorError::Invalid(e.to_string()))?;
     let id_suffix = id.trim_start_matches("b-").to_string();
     let orchestrator = Orchestrator::new(ctx.storage.clone(), catalog.clone(), ctx.clock.clone()).with_ids(Arc::new(FixedId(id_suffix)));
     let span = tracing::info_span!("backup", id = %id, app = %app.name, object = %format!("{namespace}/{name}"));
-    let result = tracing::Instrument::instrument(orchestrator.backup(&app, plugin), span).await;
+    let mut result = tracing::Instrument::instrument(ctx.plugins.backup(&orchestrator, &workload, &app), span).await;
+    // The app's captured objects (if the factory took them) live in Kubernetes with the
+    // Backup, not in this throw-away catalog: a restore on any replica reads them there.
+    if result.is_ok() {
+        if let Some(doc) = catalog.backup_attachment(&id).ok().flatten() {
+            if let Err(e) = super::wired::store_capture(&ctx.client, &backup, &id, &doc).await {
+                let removed = delete_snapshots(ctx, &status).await.err().map(|e| format!("; deleting its snapshot failed ({e}) and is retried when the Backup is deleted")).unwrap_or_default();
+                result = Err(format!("the backup's Kubernetes objects could not be stored, so it could not be restored: {e}{removed}"));
+            }
+        }
+    }
     let record = catalog.backup(&id).ok().flatten();
     let now = ctx.now_rfc3339();
     if let Some(record) = &record {
@@ -138,16 +141,16 @@ async fn apply(api: &Api<Backup>, cached: &Backup, ctx: &Context) -> OpResult<Ac
     }
     match result {
         Ok(outcome) => {
-            fill_from_record(&mut status, &outcome.record, &app);
+            fill_from_record(&mut status, &outcome, &app);
             status.phase = Phase::Succeeded;
-            status.finished_at = Some(outcome.record.finished_at.map(rfc3339).unwrap_or_else(|| now.clone()));
+            status.finished_at = Some(outcome.finished_at.map(rfc3339).unwrap_or_else(|| now.clone()));
             let label = status.consistency.clone().unwrap_or_default();
-            let message = format!("{label}-consistent backup of {}: snapshot {} on {}", app.name, outcome.record.snapshot_name, app.volumes.join(", "));
+            let message = format!("{label}-consistent backup of {}: snapshot {} on {}", app.name, outcome.snapshot_name, app.volumes.join(", "));
             status.conditions = ready(&status.conditions, true, "BackupSucceeded", message, &now, generation);
             finish(api, &name, rv, &id, &status).await?;
         }
         Err(e) => {
-            let error = record.as_ref().and_then(|r| r.error.clone()).unwrap_or_else(|| e.to_string());
+            let error = record.as_ref().and_then(|r| r.error.clone()).unwrap_or(e);
             finish(api, &name, rv, &id, &failed(status, error, &now, generation)).await?;
         }
     }

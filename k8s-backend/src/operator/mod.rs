@@ -19,6 +19,7 @@ pub mod backup;
 pub mod drplan;
 pub mod policy;
 pub mod restore;
+pub mod wired;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -64,6 +65,15 @@ pub type OpResult<T> = Result<T, OperatorError>;
 #[async_trait]
 pub trait PluginFactory: Send + Sync {
     async fn plugin(&self, workload: &Workload, app: &AppSpec) -> Result<Arc<dyn AppPlugin>, String>;
+
+    /// Run core's backup of `app` on `orchestrator` (whose catalog the reconciler reads the
+    /// record from). The default freezes through [`PluginFactory::plugin`]; the in-cluster
+    /// factory ([`wired::InClusterPlugins`]) also captures the app's objects, stored as the
+    /// backup's attachment in the orchestrator's catalog, and closes its port-forward after.
+    async fn backup(&self, orchestrator: &stasis_core::workflow::Orchestrator, workload: &Workload, app: &AppSpec) -> Result<BackupRecord, String> {
+        let plugin = self.plugin(workload, app).await?;
+        orchestrator.backup(app, plugin).await.map(|o| o.record).map_err(|e| e.to_string())
+    }
 }
 
 /// Until a build wires the in-cluster plugin: every backup fails saying so.

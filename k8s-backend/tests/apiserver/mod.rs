@@ -146,6 +146,9 @@ fn kind_of(resource: &str) -> String {
         "statefulsets" => "StatefulSet".into(),
         "events" => "Event".into(),
         "tridentbackends" => "TridentBackend".into(),
+        "configmaps" => "ConfigMap".into(),
+        "secrets" => "Secret".into(),
+        "services" => "Service".into(),
         other => other.to_string(),
     }
 }
@@ -372,7 +375,36 @@ impl ApiServer {
         Response::builder().status(code).header("content-type", "application/json").body(once(serde_json::to_vec(body).unwrap())).unwrap()
     }
 
-    fn handle(&self, client: &str, method: &str, path: &str, query: &str, content_type: &str, body: &[u8]) -> Response<ChanBody> {
+    /// Record a request served outside [`ApiServer::handle`] (a port-forward upgrade, a log)
+    /// as the RBAC verb the API server authorizes it with.
+    pub fn note(&self, client: &str, method: &str, path: &str, query: &str, verb: &str, status: u16) {
+        let Some(p) = parse_path(path) else { return };
+        let resource = match &p.sub {
+            Some(sub) => format!("{}/{sub}", p.resource),
+            None => p.resource.clone(),
+        };
+        let access = Access { verb: verb.to_string(), group: p.group.clone(), resource };
+        self.state.lock().unwrap().log.push(Logged { client: client.into(), method: method.into(), path: path.into(), query: query.into(), access, status: Some(status) });
+    }
+
+    /// Change a stored object as a controller would (status, binding): a new resourceVersion
+    /// and a MODIFIED event. Returns false if there is no such object.
+    pub fn update(&self, path: &str, change: impl FnOnce(&mut Value)) -> bool {
+        let Some(p) = parse_path(path) else { return false };
+        let Some(name) = p.name else { return false };
+        let key = Key { group: p.group, resource: p.resource, namespace: p.namespace, name };
+        let mut s = self.state.lock().unwrap();
+        let Some(mut obj) = s.objects.get(&key).cloned() else { return false };
+        change(&mut obj);
+        s.revision += 1;
+        obj["metadata"]["resourceVersion"] = json!(s.revision.to_string());
+        s.objects.insert(key.clone(), obj.clone());
+        Self::notify(&mut s, &key, "MODIFIED", &obj);
+        true
+    }
+
+    /// Serve one request (what [`ApiServer::client`] does per request), for an HTTP front.
+    pub fn handle(&self, client: &str, method: &str, path: &str, query: &str, content_type: &str, body: &[u8]) -> Response<ChanBody> {
         let Some(p) = parse_path(path) else {
             return Self::respond(404, &status(404, "NotFound", &format!("the server could not find the requested resource ({path})"), json!({})));
         };
@@ -409,8 +441,51 @@ impl ApiServer {
         Self::respond(code, &answer)
     }
 
+    /// The `scale` subresource of a Deployment or StatefulSet: an `autoscaling/v1` Scale that
+    /// reads and writes only `spec.replicas` (a write bumps the workload's generation).
+    fn scale(s: &mut State, p: &Parsed, verb: &str, input: &Value) -> (u16, Value) {
+        let name = p.name.clone().unwrap_or_default();
+        let key = Key { group: p.group.clone(), resource: p.resource.clone(), namespace: p.namespace.clone(), name: name.clone() };
+        let Some(mut obj) = s.objects.get(&key).cloned() else { return not_found(p, &name) };
+        let as_scale = |o: &Value| {
+            let selector = o.pointer("/spec/selector/matchLabels").and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")).unwrap_or_default();
+            json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+                   "metadata": {"name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"], "uid": o["metadata"]["uid"], "resourceVersion": o["metadata"]["resourceVersion"], "creationTimestamp": o["metadata"]["creationTimestamp"]},
+                   "spec": {"replicas": o.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+                   "status": {"replicas": o.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector}})
+        };
+        match verb {
+            "get" => (200, as_scale(&obj)),
+            "update" | "patch" => {
+                if let Some(rv) = input.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                    if Some(rv) != obj["metadata"]["resourceVersion"].as_str() {
+                        return conflict(p, &name);
+                    }
+                }
+                let Some(replicas) = input.pointer("/spec/replicas").and_then(Value::as_i64) else {
+                    return (422, status(422, "Invalid", "Scale.autoscaling \"spec.replicas\" is required", json!({})));
+                };
+                if obj.pointer("/spec/replicas").and_then(Value::as_i64) != Some(replicas) {
+                    obj["spec"]["replicas"] = json!(replicas);
+                    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                    obj["metadata"]["generation"] = json!(generation);
+                    s.revision += 1;
+                    obj["metadata"]["resourceVersion"] = json!(s.revision.to_string());
+                    s.objects.insert(key.clone(), obj.clone());
+                    Self::notify(s, &key, "MODIFIED", &obj);
+                }
+                (200, as_scale(&obj))
+            }
+            other => (405, status(405, "MethodNotAllowed", &format!("{other} is not supported on scale"), json!({}))),
+        }
+    }
+
     fn apply(s: &mut State, p: &Parsed, verb: &str, query: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
         let api_version = if p.group.is_empty() { p.version.clone() } else { format!("{}/{}", p.group, p.version) };
+        if p.sub.as_deref() == Some("scale") {
+            let input: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            return Self::scale(s, p, verb, &input);
+        }
         let with_status = WITH_STATUS.contains(&p.resource.as_str());
         let input: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
         match verb {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod relay;
 pub mod store;
 
 use std::sync::{Arc, Mutex};
