@@ -243,7 +243,11 @@ async fn controllers(server: ApiServer, forwards: Forwards, mounts: PathBuf, mut
                     serial += 1;
                     let pod_name = format!("{name}-5f6d7c8b9-{serial:05}");
                     let db = MariaDb::start(&data_dir, MariaDbOptions::default()).await.expect("mariadbd starts on the pod's volume");
-                    let mut pod = pod(&ns, &pod_name, template.pointer("/spec/containers/0/image").and_then(Value::as_str).unwrap(), None, &CLAIMS, template.pointer("/spec/containers/0/env").cloned().unwrap_or(json!([])));
+                    let rs = format!("{name}-5f6d7c8b9");
+                    if server.get(&format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rs}")).is_none() {
+                        server.seed(&format!("/apis/apps/v1/namespaces/{ns}/replicasets"), replica_set(&ns, &rs, &name));
+                    }
+                    let mut pod = pod(&ns, &pod_name, template.pointer("/spec/containers/0/image").and_then(Value::as_str).unwrap(), Some(("ReplicaSet", &rs)), &CLAIMS, template.pointer("/spec/containers/0/env").cloned().unwrap_or(json!([])));
                     pod["metadata"]["labels"] = template["metadata"]["labels"].clone();
                     forwards.ports.lock().unwrap().insert(pod_name.clone(), db.port());
                     running.insert(pod_name, db);
