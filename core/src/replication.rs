@@ -209,6 +209,9 @@ pub trait Replication: Send + Sync {
 
     /// Create a data-protection (`dp`) volume: a SnapMirror destination, read-only until broken.
     async fn create_dp_volume(&self, svm: &str, name: &str, size_bytes: u64) -> StorageResult<VolumeInfo>;
+    /// Mount a volume in its SVM's namespace at `junction_path` (ONTAP's `nas.path`). A `dp`
+    /// volume is served read-only until its relationship is broken.
+    async fn mount_volume(&self, volume_uuid: &str, junction_path: &str) -> StorageResult<()>;
 
     /// Relationships whose destination is on this cluster, in `destination_svm`.
     async fn relationships(&self, destination_svm: &str) -> StorageResult<Vec<RelationshipInfo>>;

@@ -15,7 +15,7 @@ use stasis_core::replication::{
     ClusterIdentity, ClusterPeerInfo, MirrorState, NewClusterPeer, RelationshipInfo, Replication, SvmPeerInfo, TransferInfo,
     TransferState, TransferSummary, VolumePath,
 };
-use stasis_core::storage::{codes, StorageError, StorageResult, VolumeInfo};
+use stasis_core::storage::{codes, Storage, StorageError, StorageResult, VolumeInfo};
 use tracing::info;
 
 use crate::client::{name_not_found, Lookup, OnAccepted, OntapClient};
@@ -515,6 +515,22 @@ impl Replication for OntapClient {
         let volume = self.create_adopting(&what, None, OnAccepted::AwaitJob, &[codes::DUPLICATE_VOLUME_NAME, CODE_DUPLICATE], post, lookup).await?;
         info!(volume = name, uuid = %volume.uuid, aggregate, "dp volume created");
         Ok(volume)
+    }
+
+    async fn mount_volume(&self, volume_uuid: &str, junction_path: &str) -> StorageResult<()> {
+        let url = self.t().url(&["storage", "volumes", volume_uuid], &[]);
+        let body = serde_json::json!({"nas": {"path": junction_path}});
+        match self.t().write_and_wait(Method::PATCH, url, &body).await {
+            Ok(()) => {}
+            // Setting the same path twice is harmless; look before reporting the unknown outcome.
+            Err(e) if e.is_indeterminate() => match Storage::volume(self, volume_uuid).await {
+                Ok(v) if v.junction_path.as_deref() == Some(junction_path) => {}
+                _ => return Err(e),
+            },
+            Err(e) => return Err(name_not_found(e, format!("volume {volume_uuid}"))),
+        }
+        info!(volume = volume_uuid, junction_path, "volume mounted");
+        Ok(())
     }
 
     async fn relationships(&self, destination_svm: &str) -> StorageResult<Vec<RelationshipInfo>> {

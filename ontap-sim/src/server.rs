@@ -131,6 +131,9 @@ pub struct RunningSim {
     task: Option<JoinHandle<()>>,
     /// Scheduled SnapMirror updates (`transfer_schedule`).
     scheduler: JoinHandle<()>,
+    /// What [`RunningSim::come_back`] serves again.
+    app: Router,
+    acceptor: Option<TlsAcceptor>,
 }
 
 impl RunningSim {
@@ -150,6 +153,41 @@ impl RunningSim {
     pub fn cert_path(&self) -> Option<&Path> {
         self.cert_path.as_deref()
     }
+    /// Stop answering, keeping the state: the listener closes (connections are refused),
+    /// open connections are cut unanswered and scheduled transfers stop, as when a site loses
+    /// power or its network. The in-process handle ([`RunningSim::sim`]) and FUSE mounts
+    /// over it keep working: they are the site's own disks. No-op when already offline.
+    pub async fn go_offline(&mut self) {
+        self.scheduler.abort();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Serve the same state on the same address again (peers know this address). Fails if
+    /// the port was taken meanwhile. No-op when online.
+    pub async fn come_back(&mut self) -> anyhow::Result<()> {
+        if self.task.is_some() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.addr).await.with_context(|| format!("binding {} again", self.addr))?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(run(listener, self.app.clone(), self.acceptor.clone(), async {
+            let _ = rx.await;
+        })));
+        self.shutdown = Some(tx);
+        self.scheduler = tokio::spawn(crate::replication::scheduler(self.sim.clone(), SCHEDULER_TICK));
+        Ok(())
+    }
+
+    /// Serving on the network (not [`RunningSim::go_offline`]).
+    pub fn is_online(&self) -> bool {
+        self.task.is_some()
+    }
+
     pub async fn shutdown(mut self) {
         self.scheduler.abort();
         if let Some(tx) = self.shutdown.take() {
@@ -187,7 +225,7 @@ pub async fn spawn_with(sim: Simulator, config: SimConfig) -> anyhow::Result<Run
     let app = router(sim.clone(), Credentials { username: config.username, password: config.password });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-    let task = tokio::spawn(run(listener, app, acceptor, async {
+    let task = tokio::spawn(run(listener, app.clone(), acceptor.clone(), async {
         let _ = rx.await;
     }));
     let scheduler = tokio::spawn(crate::replication::scheduler(sim.clone(), SCHEDULER_TICK));
@@ -200,5 +238,7 @@ pub async fn spawn_with(sim: Simulator, config: SimConfig) -> anyhow::Result<Run
         cert_path: tls.map(|t| t.cert_path),
         shutdown: Some(tx),
         task: Some(task),
+        app,
+        acceptor,
     })
 }

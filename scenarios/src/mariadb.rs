@@ -417,6 +417,11 @@ impl SimWithMounts {
     pub fn sim(&self) -> &ontap_sim::RunningSim {
         &self.sim
     }
+    /// To take the simulator offline and back ([`ontap_sim::RunningSim::go_offline`]); the
+    /// mounts keep serving its state meanwhile.
+    pub fn sim_mut(&mut self) -> &mut ontap_sim::RunningSim {
+        &mut self.sim
+    }
     pub fn base_url(&self) -> String {
         self.sim.base_url()
     }

@@ -415,10 +415,35 @@ impl MysqlPlugin {
         let logs: Vec<Row> = conn.query("SHOW BINARY LOGS").await.unwrap_or_default();
         let logs: Vec<(String, u64)> = logs.into_iter().filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?))).collect();
         let before_restart = match logs.as_slice() {
-            [.., previous, _current] => Some((previous.0.as_str(), previous.1)),
+            [.., previous, _current] => Some((previous.0.as_str(), end_before_stop_event(conn, &previous.0, previous.1).await)),
             _ => None,
         };
         Ok(point(gtid.unwrap_or_default().as_str(), before_restart))
+    }
+}
+
+/// Where binary log `file` (`size` bytes) ended before a trailing Stop event. A clean
+/// shutdown appends one (no transaction, no GTID): a copy taken after the lock and a clean
+/// stop (a planned switch-over) must report the position the lock read, not the Stop event's
+/// end. A Stop event is a bare header (19 bytes) plus the CRC32 checksum when checksums are
+/// on; anything else at that offset (or no event boundary there) leaves `size`.
+async fn end_before_stop_event(conn: &mut Conn, file: &str, size: u64) -> u64 {
+    const EVENT_HEADER_LEN: u64 = 19;
+    const CHECKSUM_LEN: u64 = 4;
+    // A log file name from the server itself, checked anyway before it goes into SQL text.
+    if file.is_empty() || !file.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return size;
+    }
+    let checksum: Option<String> = conn.query_first("SELECT @@binlog_checksum").await.ok().flatten();
+    let stop_len = EVENT_HEADER_LEN + if checksum.as_deref().is_some_and(|c| !c.eq_ignore_ascii_case("NONE")) { CHECKSUM_LEN } else { 0 };
+    let Some(start) = size.checked_sub(stop_len) else { return size };
+    // Columns: Log_name, Pos, Event_type, Server_id, End_log_pos, Info.
+    let event: Option<Row> = conn.query_first(format!("SHOW BINLOG EVENTS IN '{file}' FROM {start} LIMIT 1")).await.unwrap_or(None);
+    let is_stop = event.is_some_and(|row| row.get_opt::<String, _>(2).and_then(Result::ok).as_deref() == Some("Stop") && row.get_opt::<u64, _>(4).and_then(Result::ok) == Some(size));
+    if is_stop {
+        start
+    } else {
+        size
     }
 }
 

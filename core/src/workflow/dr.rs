@@ -183,7 +183,11 @@ impl Orchestrator {
         let (cluster_a, _) = self.ensure_peering(a, b, &plan.source_svm, &plan.destination_svm, bounds).await?;
         let sources = a.storage.volumes_by_name(&plan.source_svm, &plan.source_volumes()).await?;
         for (pair, source) in plan.volumes.clone().iter().zip(&sources) {
-            b.replication.create_dp_volume(&plan.destination_svm, &pair.destination, source.size_bytes).await?;
+            let destination = b.replication.create_dp_volume(&plan.destination_svm, &pair.destination, source.size_bytes).await?;
+            // Hosts at B find the data where they found it at A (read-only until a break).
+            if let (Some(path), None) = (source.junction_path.as_deref(), destination.junction_path.as_deref()) {
+                b.replication.mount_volume(&destination.uuid, path).await?;
+            }
             // ONTAP names the source by the peer SVM's name as the destination knows it.
             let relationship = b
                 .replication

@@ -24,6 +24,7 @@ use ontap_client::SecretString;
 use parking_lot::Mutex;
 use serde::Serialize;
 use stasis_core::domain::{AppKind, AppSpec, BackupRecord, Consistency, ConsistencyPoint, RestoreMode, RestoreRecord};
+use stasis_core::dr::Site;
 use stasis_core::plugin::AppPlugin;
 use stasis_core::plugins::mysql::{crash_recovery_ran, gtid_of, quote_identifier, MysqlConfig, MysqlPlugin, ServerControl};
 use stasis_core::storage::VolumeInfo;
@@ -251,12 +252,17 @@ fn short_gtid(point: &str) -> String {
 // The workload
 // ---------------------------------------------------------------------------------------
 
-/// Field order is drop order: writers, then the server.
+/// Field order is drop order: writers, then the servers.
 pub(crate) struct MariaDbWorkload {
     writers: Option<Writers>,
+    /// The server on site B's mirror (after `standby_on_b`) and its plugin.
+    server_b: Option<MariaDb>,
+    plugin_b: Option<Arc<MysqlPlugin>>,
     server: MariaDb,
     app_password: String,
     plugin: Arc<MysqlPlugin>,
+    /// Where the app runs: the writers commit there.
+    active: Site,
     writers_n: u32,
     /// Everything acknowledged on the current timeline (cut back by the in-place restore).
     history: History,
@@ -293,8 +299,15 @@ impl MariaDbWorkload {
             volume: VOLUME,
             tables: TABLES.iter().map(|(t, _, e)| format!("{DATABASE}.{t} ({e})")).collect(),
         };
-        let wl = MariaDbWorkload { writers: None, server, app_password, plugin, writers_n: opts.writers, history: History::default(), summary, mount_root: sim.mount_root() };
+        let wl = MariaDbWorkload { writers: None, server_b: None, plugin_b: None, server, app_password, plugin, active: Site::A, writers_n: opts.writers, history: History::default(), summary, mount_root: sim.mount_root() };
         Ok((wl, app))
+    }
+
+    fn server_at(&self, site: Site) -> Option<&MariaDb> {
+        match site {
+            Site::A => Some(&self.server),
+            Site::B => self.server_b.as_ref(),
+        }
     }
 
     /// Everything acknowledged on this timeline so far (the running writers included).
@@ -415,7 +428,8 @@ impl WorkloadImpl for MariaDbWorkload {
 
     async fn start_load(&mut self, _ctx: &Ctx<'_>, phase: u32) -> anyhow::Result<()> {
         self.stop_load().await;
-        self.writers = Some(Writers::start(&self.server, &self.app_password, self.writers_n, phase * WRITER_ID_STRIDE).await?);
+        let server = self.server_at(self.active).ok_or_else(|| anyhow!("no server at site {:?}", self.active))?;
+        self.writers = Some(Writers::start(server, &self.app_password, self.writers_n, phase * WRITER_ID_STRIDE).await?);
         Ok(())
     }
 
@@ -617,6 +631,97 @@ impl WorkloadImpl for MariaDbWorkload {
         Ok(out)
     }
 
+    async fn mirror_writable(&self, ctx: &Ctx<'_>, b_volumes: &[VolumeInfo]) -> anyhow::Result<bool> {
+        let sim_b = ctx.site_b.mounted().ok_or_else(|| anyhow!("site B has no FUSE mounts"))?;
+        let mut taken = false;
+        for v in b_volumes {
+            let junction = v.junction_path.as_deref().ok_or_else(|| anyhow!("site B's mirror {} is not mounted (no junction path)", v.name))?;
+            let data_dir = wait_for_dir(sim_b, junction).await?;
+            let probe = data_dir.join("stray-write-probe");
+            match std::fs::write(&probe, b"x") {
+                Ok(()) => {
+                    taken = true;
+                    let _ = std::fs::remove_file(&probe);
+                }
+                Err(e) if e.raw_os_error() == Some(libc_erofs()) => {}
+                Err(e) => bail!("writing to {} failed, but not as read-only: {e}", probe.display()),
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn site_a_lost(&mut self, ctx: &Ctx<'_>, point: &ConsistencyPoint) -> anyhow::Result<u64> {
+        let seq = point_seq(point).ok_or_else(|| anyhow!("consistency point {point} has no GTID"))?;
+        // Kill first: the writers are cut off mid-statement, as they would be.
+        self.server.kill();
+        self.stop_load().await;
+        let acked = self.history.acked.values().filter(|s| **s > seq).count() as u64;
+        ctx.say(format!("mariadbd at site A killed (SIGKILL) with {} writers connected", self.writers_n));
+        Ok(acked)
+    }
+
+    async fn standby_on_b(&mut self, ctx: &Ctx<'_>, b_volumes: &[VolumeInfo]) -> anyhow::Result<Arc<dyn AppPlugin>> {
+        let sim_b = ctx.site_b.mounted().ok_or_else(|| anyhow!("site B has no FUSE mounts"))?;
+        let v = b_volumes.first().ok_or_else(|| anyhow!("site B has no mirror volume"))?;
+        let junction = v.junction_path.as_deref().ok_or_else(|| anyhow!("site B's mirror {} is not mounted (no junction path)", v.name))?;
+        let data_dir = wait_for_dir(sim_b, junction).await?;
+        // Planned, not started: the failover recovers the data and then starts it.
+        let server_b = MariaDb::planned(&data_dir, MariaDbOptions::default()).context("planning a mariadbd on site B's mirror")?;
+        let plugin_b = Arc::new(plugin_for(&server_b, sim_b, &self.app_password, ctx.app.freeze_timeout)?);
+        ctx.say(format!("standby at site B: mariadbd on {} (port {}), started by the failover", data_dir.display(), server_b.port()));
+        self.server_b = Some(server_b);
+        self.plugin_b = Some(plugin_b.clone());
+        Ok(plugin_b)
+    }
+
+    fn plugin_at(&self, site: Site) -> Option<Arc<dyn AppPlugin>> {
+        match site {
+            Site::A => Some(self.plugin.clone()),
+            Site::B => self.plugin_b.clone().map(|p| p as Arc<dyn AppPlugin>),
+        }
+    }
+
+    async fn tamper_on_b(&mut self) -> anyhow::Result<()> {
+        let server = self.server_b.as_ref().ok_or_else(|| anyhow!("no server at site B"))?;
+        let mut conn = server.app_conn(&self.app_password, Some(DATABASE)).await?;
+        // Not recorded in the history: a row nobody acknowledged to the writers.
+        conn.exec_drop(format!("INSERT INTO {} (writer, n, payload) VALUES (?, ?, ?)", quote_identifier(TABLES[0].0)), (999_999u32, 1u32, "stray")).await.context("the stray commit at site B")?;
+        conn.disconnect().await?;
+        Ok(())
+    }
+
+    async fn verify_site(&mut self, ctx: &Ctx<'_>, site: Site, point: &ConsistencyPoint) -> anyhow::Result<RestoreCheck> {
+        let seq = point_seq(point).ok_or_else(|| anyhow!("consistency point {point} has no GTID"))?;
+        let server = self.server_at(site).ok_or_else(|| anyhow!("no server at site {site:?}"))?;
+        let answers = match site {
+            Site::A => self.plugin.answers().await,
+            Site::B => match &self.plugin_b {
+                Some(p) => p.answers().await,
+                None => false,
+            },
+        };
+        let mut conn = server.app_conn(&self.app_password, None).await.with_context(|| format!("connecting to the server at site {site:?}"))?;
+        let state = read_server(&mut conn).await?;
+        conn.disconnect().await?;
+        let check = check_site_state(&self.history, &state, gtid_of(point), seq);
+        ctx.say(format!(
+            "site {site:?}: mariadbd at GTID {} (expected {}); rows: {} found, {} expected; missing {}, after the point {}, never written {}",
+            state.gtid, gtid_of(point), check.rows.found, check.rows.expected, check.rows.missing, check.rows.after_point, check.rows.never_written
+        ));
+        ctx.say(format!("CHECK TABLE: {}; server answers: {answers}", if state.findings.is_empty() { "all OK".to_string() } else { state.findings.join(" | ") }));
+        let after = self.history.acked.values().filter(|s| **s > seq).count() as u64;
+        // The timeline is this site's from here: later GTID sequence numbers will be reused.
+        self.history.acked.retain(|_, s| *s <= seq);
+        self.active = site;
+        let ok = check.exact && answers;
+        let summary = if ok {
+            format!("site {site:?} holds exactly GTID {seq}: {} rows in 3 engines, CHECK TABLE clean, server up", check.rows.found)
+        } else {
+            format!("site {site:?} is NOT exactly GTID {seq} (rows exact: {}, GTID matches: {}, server answers: {answers})", check.rows.exact(), check.gtid_matches)
+        };
+        Ok(RestoreCheck { ok, exact: check.exact, summary, commits_discarded: after, detail: serde_json::json!({ "rows": check.rows, "gtid": state.gtid, "gtid_matches": check.gtid_matches, "findings": state.findings, "server_answers": answers }) })
+    }
+
     fn kept_info(&self) -> Vec<String> {
         vec![
             format!("  MariaDB     127.0.0.1:{}   user {}, password {}   database {DATABASE}", self.server.port(), mdb::APP_USER, self.app_password),
@@ -627,12 +732,56 @@ impl WorkloadImpl for MariaDbWorkload {
 
     async fn shutdown(&mut self) {
         self.stop_load().await;
-        // A clean shutdown; the guard kills whatever is left (also a server the plugin restarted).
-        if let Ok(mut conn) = self.server.root_conn().await {
-            let _ = conn.query_drop("SHUTDOWN").await;
+        // A clean shutdown; the guards kill whatever is left (also a server the plugin restarted).
+        for (server, plugin) in [(Some(&self.server), Some(&self.plugin)), (self.server_b.as_ref(), self.plugin_b.as_ref())] {
+            if let Some(server) = server {
+                if let Ok(mut conn) = server.root_conn().await {
+                    let _ = conn.query_drop("SHUTDOWN").await;
+                }
+            }
+            if let Some(plugin) = plugin {
+                let _ = plugin.stop().await;
+            }
         }
-        let _ = self.plugin.stop().await;
     }
+}
+
+/// EROFS: what a write to a snapmirrored (dp) volume's mount gets.
+const fn libc_erofs() -> i32 {
+    30
+}
+
+/// The data directory under `junction` on `sim`'s mounts, once the mount shows it.
+async fn wait_for_dir(sim: &SimWithMounts, junction: &str) -> anyhow::Result<PathBuf> {
+    let data_dir = sim.mounts().mount_point(junction).join(DATA_SUBDIR);
+    let started = Instant::now();
+    while !data_dir.is_dir() {
+        if let Some(e) = sim.mounts().reconcile().into_iter().next() {
+            return Err(e.context(format!("mounting {junction}")));
+        }
+        if started.elapsed() > MOUNT_WAIT_MAX {
+            bail!("the data directory {} did not appear within {MOUNT_WAIT_MAX:?}", data_dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(data_dir)
+}
+
+/// What a site's server holds against the writers' history at GTID `gtid` (sequence `seq`).
+struct SiteCheck {
+    rows: RowCheck,
+    gtid_matches: bool,
+    exact: bool,
+}
+
+/// The verifier of a failover or failback: exactly the rows acknowledged within `seq`,
+/// every table readable and clean, and the server at exactly that GTID position.
+fn check_site_state(history: &History, state: &ServerState, gtid: &str, seq: u64) -> SiteCheck {
+    let mut rows = history.check(&state.rows, &state.readable, seq);
+    rows.unreadable_tables = state.unreadable.clone();
+    let gtid_matches = state.gtid == gtid;
+    let exact = rows.exact() && state.findings.is_empty() && gtid_matches && rows.expected > 0;
+    SiteCheck { rows, gtid_matches, exact }
 }
 
 fn state_text(r: &RestoreOutcome, rows: Option<&RowCheck>) -> String {
@@ -672,6 +821,32 @@ mod tests {
         assert_eq!(gtid_seq("0-1-3,1-1-9"), Some(9));
         assert_eq!(gtid_seq(""), None);
         assert_eq!(short_gtid("gtid=0-1-42;binlog=mysql-bin.000001:77"), "0-1-42");
+    }
+
+    #[test]
+    fn the_site_verifier_fails_on_any_difference() {
+        let mut h = History::default();
+        h.acked.insert(("orders", 0, 1), 1);
+        h.acked.insert(("events", 0, 2), 2);
+        h.acked.insert(("audit", 0, 3), 3);
+        let state = |rows: &[RowKey], gtid: &str, findings: Vec<String>| ServerState {
+            gtid: gtid.into(),
+            rows: rows.iter().copied().collect(),
+            readable: TABLES.iter().map(|t| t.0).collect(),
+            unreadable: Vec::new(),
+            findings,
+        };
+        let exact = [("orders", 0, 1), ("events", 0, 2)];
+        assert!(check_site_state(&h, &state(&exact, "0-1-2", vec![]), "0-1-2", 2).exact);
+        // A row nobody acknowledged (the negative control's stray commit).
+        let stray = [("orders", 0, 1), ("events", 0, 2), ("orders", 999_999, 1)];
+        assert!(!check_site_state(&h, &state(&stray, "0-1-3", vec![]), "0-1-2", 2).exact);
+        // The same rows at another position, a missing row, a commit beyond the point, a finding.
+        assert!(!check_site_state(&h, &state(&exact, "0-1-3", vec![]), "0-1-2", 2).exact);
+        assert!(!check_site_state(&h, &state(&exact[..1], "0-1-2", vec![]), "0-1-2", 2).exact);
+        let beyond = [("orders", 0, 1), ("events", 0, 2), ("audit", 0, 3)];
+        assert!(!check_site_state(&h, &state(&beyond, "0-1-2", vec![]), "0-1-2", 2).exact);
+        assert!(!check_site_state(&h, &state(&exact, "0-1-2", vec!["events: warning crashed".into()]), "0-1-2", 2).exact);
     }
 
     #[test]

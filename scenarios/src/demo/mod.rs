@@ -1,10 +1,15 @@
-//! `stasis demo`: the first thing a new user runs. Everything is embedded: a simulated ONTAP
-//! cluster (site A) in this process on 127.0.0.1, the app's volumes on it, a workload, a
-//! SQLite catalog in a temporary directory, and the real orchestrator talking to the
-//! simulator over ONTAP REST.
+//! `stasis demo`: the first thing a new user runs. Everything is embedded: two simulated
+//! ONTAP clusters (site A with the app's volumes, site B for disaster recovery) in this
+//! process on 127.0.0.1, a workload, a SQLite catalog in a temporary directory, and the real
+//! orchestrator talking to the simulators over ONTAP REST.
 //!
 //! The walk-through is written once, here: discover -> protect -> backup under write load ->
-//! damage -> restore in place -> crash-consistent vs application-consistent side by side.
+//! damage -> restore in place -> crash-consistent vs application-consistent side by side ->
+//! replicate to site B (peering, SnapMirror, each backup's snapshot sent by an update) ->
+//! site A lost (its listener closed, its database killed) -> unplanned failover (break,
+//! revert to the newest replicated backup, start at B) -> verify site B (exactly that
+//! backup's state; RPO, RTO) -> failback (site A back, reverse resync, planned switch back)
+//! -> verify site A (exactly what site B had acknowledged).
 //! What differs between workloads sits behind [`Workload`]: [`simdb`] (the simulated
 //! database, checked against a reference model of every acknowledged transaction) and
 //! [`mariadb`] (a real `mariadbd` on a FUSE-mounted simulated volume, checked row by row
@@ -29,9 +34,12 @@ use serde::Serialize;
 use stasis_core::catalog::Catalog;
 use stasis_core::clock::SystemClock;
 use stasis_core::domain::{AppSpec, BackupRecord, BackupState, Consistency, ConsistencyPoint, Policy, RestoreRecord, Schedule};
+use stasis_core::dr::{DrPlan, DrState, FailoverRecord, FailoverState, Site, POLICY_ASYNC_DEFAULT};
 use stasis_core::plugin::AppPlugin;
+use stasis_core::replication::{MirrorState, Replication};
 use stasis_core::sqlite_catalog::SqliteCatalog;
-use stasis_core::storage::VolumeInfo;
+use stasis_core::storage::{Storage, VolumeInfo};
+use stasis_core::workflow::dr::{DrBounds, DrPlanRequest, DrSite, FailbackOutcome};
 use stasis_core::workflow::{next_due, Orchestrator};
 
 use crate::mariadb::SimWithMounts;
@@ -53,8 +61,21 @@ const OTHER_VOLUME_FILL: u64 = 64 << 20;
 const POLICY_NAME: &str = "hourly";
 const POLICY_CRON: &str = "0 * * * *";
 const POLICY_KEEP: u32 = 24;
+/// Site B: its own cluster and SVM.
+const CLUSTER_B: &str = "sim-b";
+const SVM_B: &str = "svm_dr";
+/// Backups the replicate step takes under load and sends to site B.
+const REPLICATED_BACKUPS: u32 = 2;
+/// The load goes on at site A this long after the last replicated backup: the commits an
+/// unplanned failover then loses (what the RPO costs).
+const LOAD_BEFORE_DISASTER: Duration = Duration::from_millis(500);
+/// The app takes commits at site B this long before the failback brings them home.
+const LOAD_AT_SITE_B: Duration = Duration::from_millis(500);
+/// Bounds on waiting for transfers and peering (far above what the demo needs).
+const DR_BOUNDS: DrBounds = DrBounds { transfer_wait_max: Duration::from_secs(60), peering_wait_max: Duration::from_secs(10) };
 
-pub const STEP_NAMES: [&str; 6] = ["discover", "protect", "backup", "damage", "restore", "crash_vs_app"];
+pub const STEP_NAMES: [&str; 12] =
+    ["discover", "protect", "backup", "damage", "restore", "crash_vs_app", "replicate", "site_a_lost", "failover", "verify_site_b", "failback", "verify_site_a"];
 
 // ---------------------------------------------------------------------------------------
 // Options and the choice of workload
@@ -106,17 +127,21 @@ pub struct DemoOptions {
     pub keep_running: bool,
     /// Why the simulated database runs rather than MariaDB (said in the intro and the report).
     pub why_simdb: Option<String>,
+    /// Negative control: right after the failover, commit one write at site B that the load
+    /// never acknowledged (as a stray client would), so the verification of site B must
+    /// fail, and the demo with it. Never set by `stasis demo`.
+    pub tamper_site_b: bool,
 }
 
 impl DemoOptions {
     /// The simulated database: many fast backups and rounds.
     pub fn simdb() -> Self {
-        DemoOptions { workload: Workload::Simdb, backups: 20, crash_rounds: 10, writers: 1, freeze_timeout: Duration::from_secs(1), seed: 1, keep_running: false, why_simdb: None }
+        DemoOptions { workload: Workload::Simdb, backups: 20, crash_rounds: 10, writers: 1, freeze_timeout: Duration::from_secs(1), seed: 1, keep_running: false, why_simdb: None, tamper_site_b: false }
     }
 
     /// A real MariaDB: each restore starts a server, so fewer rounds.
     pub fn mariadb() -> Self {
-        DemoOptions { workload: Workload::Mariadb, backups: 5, crash_rounds: 2, writers: 4, freeze_timeout: Duration::from_secs(5), seed: 1, keep_running: false, why_simdb: None }
+        DemoOptions { workload: Workload::Mariadb, backups: 5, crash_rounds: 2, writers: 4, freeze_timeout: Duration::from_secs(5), seed: 1, keep_running: false, why_simdb: None, tamper_site_b: false }
     }
 }
 
@@ -179,10 +204,66 @@ pub struct DemoReport {
     pub damage: Option<serde_json::Value>,
     pub restore: Option<RestoreSummary>,
     pub crash_vs_app: Option<CrashVsApp>,
-    /// Disaster recovery (site B, SnapMirror) is not part of the walk-through yet: null.
-    pub failover: Option<serde_json::Value>,
-    pub not_built: Vec<&'static str>,
+    /// Replication to site B and the unplanned failover (null if the demo did not get there).
+    pub failover: Option<FailoverSummary>,
+    /// Back to site A (null if the demo did not get there).
+    pub failback: Option<FailbackSummary>,
     pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverSummary {
+    /// Age of the state site B started from, at the failover's start (seconds).
+    pub rpo_s: f64,
+    /// Failover start to the app recovered, verified and serving at site B (seconds).
+    pub rto_s: f64,
+    /// The failover workflow verified the recovered point AND the demo found exactly the
+    /// newest replicated backup's state at site B.
+    pub verified: bool,
+    /// What the failover workflow alone found (the plugin's recovery check).
+    pub workflow_verified: bool,
+    pub kind: &'static str,
+    pub site_b: ClusterSummary,
+    pub policy: &'static str,
+    /// Bytes of the baseline transfers (initialize) and of the backups' updates.
+    pub baseline_bytes: u64,
+    pub update_bytes: Vec<u64>,
+    pub replicated_backups: Vec<String>,
+    /// Site A's REST listener was closed and a request to it failed.
+    pub site_a_unreachable: bool,
+    pub restored_backup: Option<String>,
+    pub restored_snapshot: Option<String>,
+    pub expected_point: Option<String>,
+    pub recovered_point: Option<String>,
+    /// Commits site A acknowledged after the restored point: lost with site A.
+    pub commits_lost: u64,
+    /// The demo's check of site B (the workload's own evidence).
+    pub check: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailbackSummary {
+    /// Zero for a planned switch: the state at site A is what site B had when it stopped.
+    pub rpo_s: f64,
+    /// Failback start (after the confirmation) to the app verified and serving at site A.
+    pub rto_s: f64,
+    /// The failback workflow verified the recovered point AND the demo found exactly what
+    /// site B had acknowledged, at site A.
+    pub verified: bool,
+    pub workflow_verified: bool,
+    /// What the reverse resync was to discard at site A, reported before it ran.
+    pub discarded_snapshots: usize,
+    pub discarded_bytes: Option<u64>,
+    /// Reverse resync and the final update (B -> A).
+    pub bytes_transferred: u64,
+    pub final_snapshot: Option<String>,
+    pub expected_point: Option<String>,
+    pub recovered_point: Option<String>,
+    /// Commits made at site B that came back to site A.
+    pub commits_brought_back: u64,
+    /// After failback: the app active at site A and mirrors A -> B again.
+    pub protected_again: bool,
+    pub check: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -431,6 +512,24 @@ pub(crate) trait WorkloadImpl: Send + Sync {
     fn short_point(&self, point: &str) -> String;
     async fn crash_round(&mut self, ctx: &Ctx<'_>, round: u32) -> anyhow::Result<RestoreOutcome>;
     async fn app_round(&mut self, ctx: &Ctx<'_>, round: u32) -> anyhow::Result<RestoreOutcome>;
+    /// Try to write through the hosts' data path into site B's mirror volumes: `Ok(true)` if
+    /// a write was taken (it must not be, while they are snapmirrored).
+    async fn mirror_writable(&self, ctx: &Ctx<'_>, b_volumes: &[VolumeInfo]) -> anyhow::Result<bool>;
+    /// Site A is lost: the load stops and the app at A dies with no clean shutdown. Returns
+    /// the commits acknowledged after `point` (they exist only at site A).
+    async fn site_a_lost(&mut self, ctx: &Ctx<'_>, point: &ConsistencyPoint) -> anyhow::Result<u64>;
+    /// A stopped instance of the app on site B's mirror volumes, for the failover to recover
+    /// and start.
+    async fn standby_on_b(&mut self, ctx: &Ctx<'_>, b_volumes: &[VolumeInfo]) -> anyhow::Result<Arc<dyn AppPlugin>>;
+    /// The app's instance at `site` (at B only after [`WorkloadImpl::standby_on_b`]).
+    fn plugin_at(&self, site: Site) -> Option<Arc<dyn AppPlugin>>;
+    /// Negative control ([`DemoOptions::tamper_site_b`]): one commit at site B that the load
+    /// never acknowledged.
+    async fn tamper_on_b(&mut self) -> anyhow::Result<()>;
+    /// The app running at `site` holds exactly the acknowledged state at `point`, nothing
+    /// more, nothing less. From here on the timeline is that site's (commits after `point`
+    /// elsewhere are gone) and the load runs there.
+    async fn verify_site(&mut self, ctx: &Ctx<'_>, site: Site, point: &ConsistencyPoint) -> anyhow::Result<RestoreCheck>;
     /// Workload invariants over the whole run (e.g. the reference model saw no gap).
     fn healthy(&self) -> bool {
         true
@@ -493,6 +592,24 @@ impl SimHost {
             }
         }
         Ok(uuid)
+    }
+
+    fn running_mut(&mut self) -> &mut RunningSim {
+        match self {
+            SimHost::Plain(s) => s,
+            SimHost::Mounted(m) => m.sim_mut(),
+        }
+    }
+
+    /// The site goes dark: its REST listener and intercluster link close for real
+    /// (connections are refused); its disks (state, FUSE mounts) persist.
+    async fn go_offline(&mut self) {
+        self.running_mut().go_offline().await;
+    }
+
+    /// The site is back on the same address with the same state.
+    async fn come_back(&mut self) -> anyhow::Result<()> {
+        self.running_mut().come_back().await
     }
 
     async fn shutdown(self) {
@@ -559,8 +676,13 @@ pub(crate) struct Ctx<'a> {
     pub(crate) opts: DemoOptions,
     obs: &'a dyn Observer,
     pub(crate) site_a: SimHost,
+    pub(crate) site_b: SimHost,
     password: String,
     pub(crate) storage: Arc<OntapClient>,
+    /// The two sites as the DR workflows reach them (each over its own ONTAP REST client).
+    dr_a: DrSite,
+    dr_b: DrSite,
+    dr: DrProgress,
     catalog: Arc<SqliteCatalog>,
     pub(crate) orchestrator: Orchestrator,
     pub(crate) app: AppSpec,
@@ -570,6 +692,17 @@ pub(crate) struct Ctx<'a> {
     last_backup: Option<BackupRecord>,
     report: DemoReport,
     catalog_dir: tempfile::TempDir,
+}
+
+/// What the DR steps found so far.
+#[derive(Default)]
+struct DrProgress {
+    plan: Option<DrPlan>,
+    /// Site B's mirror volumes.
+    b_volumes: Vec<VolumeInfo>,
+    replicated: Vec<BackupRecord>,
+    failover: Option<FailoverRecord>,
+    failback: Option<FailoverRecord>,
 }
 
 impl Ctx<'_> {
@@ -616,6 +749,12 @@ pub async fn run(opts: &DemoOptions, obs: &dyn Observer) -> anyhow::Result<DemoR
             "damage" => demo.damage().await,
             "restore" => demo.restore().await,
             "crash_vs_app" => demo.crash_vs_app().await,
+            "replicate" => demo.replicate().await,
+            "site_a_lost" => demo.site_a_lost().await,
+            "failover" => demo.failover().await,
+            "verify_site_b" => demo.verify_site_b().await,
+            "failback" => demo.failback().await,
+            "verify_site_a" => demo.verify_site_a().await,
             other => Err(anyhow!("unknown step {other}")),
         };
         let seconds = step_started.elapsed().as_secs_f64();
@@ -635,8 +774,6 @@ pub async fn run(opts: &DemoOptions, obs: &dyn Observer) -> anyhow::Result<DemoR
         demo.ctx.report.steps.push(step);
     }
     demo.wl.stop_load().await;
-    obs.say("");
-    obs.say("[-] failover: disaster recovery to site B (SnapMirror, a second simulated cluster) is not part of the walk-through yet; nothing is shown.");
     demo.ctx.report.ok = demo.ctx.report.steps.iter().all(|s| s.ok) && demo.wl.healthy();
     demo.ctx.report.seconds = started.elapsed().as_secs_f64();
     demo.summary();
@@ -647,6 +784,7 @@ pub async fn run(opts: &DemoOptions, obs: &dyn Observer) -> anyhow::Result<DemoR
         let url = ctx.site_a.sim().base_url();
         let auth = format!("{USERNAME}:{}", ctx.password);
         info.push(format!("  ONTAP REST  {url}   (site A, {CLUSTER_NAME})   user {USERNAME}, password {}   (generated for this run)", ctx.password));
+        info.push(format!("  ONTAP REST  {}   (site B, {CLUSTER_B}, SVM {SVM_B}: the SnapMirror destinations)", ctx.site_b.sim().base_url()));
         info.extend(wl.kept_info());
         info.push("  try:".into());
         info.push(format!("    curl -s -u '{auth}' '{url}/api/storage/volumes?fields=name,nas.path,space.size,space.used'"));
@@ -661,13 +799,14 @@ pub async fn run(opts: &DemoOptions, obs: &dyn Observer) -> anyhow::Result<DemoR
             catalog: ctx.catalog.clone(),
             cluster: CLUSTER_NAME.into(),
             workload: wl,
-            hosts: vec![ctx.site_a],
+            hosts: vec![ctx.site_a, ctx.site_b],
             _catalog_dir: ctx.catalog_dir,
         })
     } else {
         wl.shutdown().await;
         drop(wl);
         ctx.site_a.shutdown().await;
+        ctx.site_b.shutdown().await;
         None
     };
     Ok(DemoRun { report, kept })
@@ -679,13 +818,15 @@ impl<'a> Demo<'a> {
         let mariadb = opts.workload == Workload::Mariadb;
         if mariadb {
             mariadb_available()?;
-            obs.say("Stasis demo: application-consistent backup and restore of a real MariaDB on (simulated) NetApp ONTAP");
-            obs.say("  setting up: simulated cluster, FUSE mounts, mariadb-install-db and mariadbd on the volume ...");
+            obs.say("Stasis demo: application-consistent backup, restore and disaster recovery of a real MariaDB on (simulated) NetApp ONTAP");
+            obs.say("  setting up: two simulated clusters, FUSE mounts, mariadb-install-db and mariadbd on the volume ...");
         } else {
-            obs.say("Stasis demo: application-consistent backup and restore on (simulated) NetApp ONTAP");
+            obs.say("Stasis demo: application-consistent backup, restore and disaster recovery on (simulated) NetApp ONTAP");
         }
         let cluster = ClusterConfig { name: CLUSTER_NAME.into(), svms: vec![SVM.into()], aggregate: AGGREGATE.into(), seed: opts.seed, ..ClusterConfig::default() };
         let site_a = SimHost::start(mariadb, cluster, &password).await.context("starting the simulated ONTAP cluster on 127.0.0.1")?;
+        let cluster_b = ClusterConfig { name: CLUSTER_B.into(), svms: vec![SVM_B.into()], aggregate: AGGREGATE.into(), seed: opts.seed.wrapping_add(1), ..ClusterConfig::default() };
+        let site_b = SimHost::start(mariadb, cluster_b, &password).await.context("starting the second simulated ONTAP cluster (site B) on 127.0.0.1")?;
         let other = site_a.create_volume(SVM, OTHER_VOLUME, &format!("/{OTHER_VOLUME}"), OTHER_VOLUME_SIZE)?;
         site_a.sim().sim().fill(&other, "site/assets.bin", OTHER_VOLUME_FILL, opts.seed).map_err(|e| anyhow!("{e}")).with_context(|| format!("writing sample data to {OTHER_VOLUME}"))?;
         let (wl, app): (Box<dyn WorkloadImpl>, AppSpec) = if mariadb {
@@ -699,6 +840,14 @@ impl<'a> Demo<'a> {
         let catalog_path = catalog_dir.path().join("catalog.sqlite");
         let catalog = Arc::new(SqliteCatalog::open(&catalog_path).with_context(|| format!("opening the catalog {}", catalog_path.display()))?);
         let storage = Arc::new(OntapClient::new(client_config(&site_a.sim().base_url(), &password)).context("configuring the ONTAP REST client")?);
+        let storage_b = Arc::new(OntapClient::new(client_config(&site_b.sim().base_url(), &password)).context("configuring the ONTAP REST client for site B")?);
+        let dr_site = |name: &str, client: &Arc<OntapClient>, host: &SimHost| DrSite {
+            name: name.to_string(),
+            storage: client.clone() as Arc<dyn Storage>,
+            replication: client.clone() as Arc<dyn Replication>,
+            intercluster_addresses: vec![host.sim().addr().to_string()],
+        };
+        let (dr_a, dr_b) = (dr_site(CLUSTER_NAME, &storage, &site_a), dr_site(CLUSTER_B, &storage_b, &site_b));
         let orchestrator = Orchestrator::new(storage.clone(), catalog.clone(), Arc::new(SystemClock));
         let policy = Policy { name: POLICY_NAME.into(), schedule: Schedule::Cron { expr: POLICY_CRON.into() }, keep_last: Some(POLICY_KEEP), max_age: None };
         let report = DemoReport {
@@ -715,10 +864,28 @@ impl<'a> Demo<'a> {
             restore: None,
             crash_vs_app: None,
             failover: None,
-            not_built: vec!["failover: disaster recovery to site B (SnapMirror)"],
+            failback: None,
             seconds: 0.0,
         };
-        let ctx = Ctx { opts, obs, site_a, password, storage, catalog, orchestrator, app, policy, app_volumes: Vec::new(), last_backup: None, report, catalog_dir };
+        let ctx = Ctx {
+            opts,
+            obs,
+            site_a,
+            site_b,
+            password,
+            storage,
+            dr_a,
+            dr_b,
+            dr: DrProgress::default(),
+            catalog,
+            orchestrator,
+            app,
+            policy,
+            app_volumes: Vec::new(),
+            last_backup: None,
+            report,
+            catalog_dir,
+        };
         Ok(Demo { wl, ctx })
     }
 
@@ -728,8 +895,8 @@ impl<'a> Demo<'a> {
         for line in self.wl.intro(&self.ctx) {
             o.say(&line);
         }
-        o.say("            Not built yet: disaster recovery (site B, SnapMirror).");
         o.say(&format!("  array     simulated ONTAP cluster {CLUSTER_NAME} (site A), in this process, ONTAP REST at {}", self.ctx.site_a.sim().base_url()));
+        o.say(&format!("  DR site   simulated ONTAP cluster {CLUSTER_B} (site B), SVM {SVM_B}, ONTAP REST at {}", self.ctx.site_b.sim().base_url()));
         o.say(&format!("  catalog   SQLite in a temporary directory (removed at exit); freeze bound {} ms", self.ctx.opts.freeze_timeout.as_millis()));
     }
 
@@ -976,6 +1143,274 @@ impl<'a> Demo<'a> {
         Ok(Verdict { ok, summary })
     }
 
+    // ---- 7. replicate to site B ----
+
+    async fn replicate(&mut self) -> anyhow::Result<Verdict> {
+        self.wl.start_load(&self.ctx, 2).await?;
+        tokio::time::sleep(self.wl.warm_up()).await;
+        let ctx = &mut self.ctx;
+        let request = DrPlanRequest { destination_svm: SVM_B.into(), policy: POLICY_ASYNC_DEFAULT.into(), schedule: Some(Duration::from_secs(3600)), destination_volumes: None };
+        let plan = ctx.orchestrator.dr_setup(&ctx.app, &request, &ctx.dr_a, &ctx.dr_b, DR_BOUNDS).await.context("setting up DR to site B")?;
+        ctx.say(format!("peered: cluster {CLUSTER_NAME} <-> {CLUSTER_B}, SVM {SVM} <-> {SVM_B} (passphrase offered by B, accepted by A)"));
+        let b_volumes = ctx.dr_b.storage.volumes_by_name(SVM_B, &plan.destination_volumes()).await.context("reading site B's mirror volumes")?;
+        let mut baseline_bytes = 0;
+        let mut healthy = true;
+        for (pair, v) in plan.volumes.iter().zip(&b_volumes) {
+            let uuid = pair.relationship_uuid.as_deref().ok_or_else(|| anyhow!("volume {} has no relationship", pair.source))?;
+            let r = ctx.dr_b.replication.relationship(uuid).await.with_context(|| format!("reading relationship {uuid}"))?;
+            let bytes = r.transfer.as_ref().map_or(0, |t| t.bytes_transferred);
+            baseline_bytes += bytes;
+            healthy &= r.state == MirrorState::Snapmirrored && r.healthy != Some(false);
+            ctx.say(format!(
+                "{SVM}:{} -> {SVM_B}:{}  dp volume at {}, {:?}, baseline {} ({POLICY_ASYNC_DEFAULT})",
+                pair.source,
+                pair.destination,
+                v.junction_path.as_deref().unwrap_or("(not mounted)"),
+                r.state,
+                human_bytes(bytes)
+            ));
+        }
+        let writable = self.wl.mirror_writable(&self.ctx, &b_volumes).await?;
+        let ctx = &mut self.ctx;
+        ctx.say(format!("a write through site B's mount of the mirror: {}", if writable { "TAKEN (a mirror must be read-only)" } else { "refused, read-only until a break" }));
+        let mut update_bytes = Vec::new();
+        let mut problems = Vec::new();
+        for i in 0..REPLICATED_BACKUPS {
+            ctx.progress("replicated backups", u64::from(i), u64::from(REPLICATED_BACKUPS));
+            let started = Instant::now();
+            let (backup, update) = ctx.orchestrator.backup_and_replicate(&ctx.app, self.wl.plugin(), &ctx.dr_b, true, DR_BOUNDS).await.with_context(|| format!("replicated backup {} of {REPLICATED_BACKUPS}", i + 1))?;
+            let point = backup.evidence.consistency_point.as_ref().map_or("none".into(), |p| p.0.clone());
+            match update {
+                Ok(transfers) => {
+                    let bytes: u64 = transfers.iter().map(|t| t.bytes_transferred).sum();
+                    ctx.say(format!("backup {} at {} -> update to site B: {} in {:.0} ms (backup included)", backup.id, self.wl.short_point(&point), human_bytes(bytes), started.elapsed().as_secs_f64() * 1000.0));
+                    update_bytes.push(bytes);
+                }
+                Err(e) => problems.push(format!("the update carrying backup {} failed: {e}", backup.id)),
+            }
+            if backup.consistency != Some(Consistency::Application) {
+                problems.push(format!("backup {} is {:?}", backup.id, backup.consistency));
+            }
+            ctx.dr.replicated.push(backup);
+            tokio::time::sleep(self.wl.backup_gap()).await;
+        }
+        ctx.progress("replicated backups", u64::from(REPLICATED_BACKUPS), u64::from(REPLICATED_BACKUPS));
+        // What a failover would start from: the newest backup whose snapshot is on every mirror.
+        let newest = ctx.orchestrator.newest_mirrored_backup(&ctx.app.name, &ctx.dr_b, &plan).await.context("looking for the newest backup at site B")?.map(|(b, _)| b.id);
+        let last = ctx.dr.replicated.last().map(|b| b.id.clone());
+        ctx.say(format!("newest complete application-consistent backup on every volume at site B: {}", newest.as_deref().unwrap_or("none")));
+        for p in &problems {
+            ctx.say(format!("PROBLEM: {p}"));
+        }
+        // The load goes on at A: these commits are not at B yet.
+        tokio::time::sleep(LOAD_BEFORE_DISASTER).await;
+        let ok = problems.is_empty() && healthy && !writable && newest.is_some() && newest == last && baseline_bytes > 0 && update_bytes.iter().all(|b| *b > 0);
+        let summary = format!(
+            "{} volumes mirrored to {CLUSTER_B} (baseline {}), {} backups replicated (updates {})",
+            plan.volumes.len(),
+            human_bytes(baseline_bytes),
+            update_bytes.len(),
+            update_bytes.iter().map(|b| human_bytes(*b)).collect::<Vec<_>>().join(", ")
+        );
+        ctx.report.failover = Some(FailoverSummary {
+            rpo_s: 0.0,
+            rto_s: 0.0,
+            verified: false,
+            workflow_verified: false,
+            kind: "unplanned",
+            site_b: ClusterSummary { name: CLUSTER_B, site: "B", url: ctx.site_b.sim().base_url(), svm: SVM_B },
+            policy: POLICY_ASYNC_DEFAULT,
+            baseline_bytes,
+            update_bytes,
+            replicated_backups: ctx.dr.replicated.iter().map(|b| b.id.clone()).collect(),
+            site_a_unreachable: false,
+            restored_backup: None,
+            restored_snapshot: None,
+            expected_point: None,
+            recovered_point: None,
+            commits_lost: 0,
+            check: serde_json::Value::Null,
+        });
+        ctx.dr.plan = Some(plan);
+        ctx.dr.b_volumes = b_volumes;
+        Ok(Verdict { ok, summary })
+    }
+
+    // ---- 8. site A lost ----
+
+    async fn site_a_lost(&mut self) -> anyhow::Result<Verdict> {
+        let newest = self.ctx.dr.replicated.last().cloned().ok_or_else(|| anyhow!("nothing was replicated"))?;
+        let point = newest.evidence.consistency_point.clone().ok_or_else(|| anyhow!("backup {} has no consistency point", newest.id))?;
+        let lost = self.wl.site_a_lost(&self.ctx, &point).await?;
+        let ctx = &mut self.ctx;
+        let url = ctx.site_a.sim().base_url();
+        ctx.site_a.go_offline().await;
+        // Not a flag: the client's next call to A must fail to connect.
+        let probe = ctx.storage.warm_up().await;
+        let unreachable = probe.is_err();
+        ctx.say(format!("site A's ONTAP REST and intercluster listener at {url} closed; the app at site A was killed mid-write"));
+        match &probe {
+            Err(e) => ctx.say(format!("a request to site A now fails: {e}")),
+            Ok(()) => ctx.say("PROBLEM: site A still answers"),
+        }
+        ctx.say(format!("{lost} commits were acknowledged at site A after the newest replicated backup ({}): only site A had them", self.wl.short_point(&point.0)));
+        if let Some(f) = ctx.report.failover.as_mut() {
+            f.site_a_unreachable = unreachable;
+            f.commits_lost = lost;
+        }
+        Ok(Verdict { ok: unreachable && lost > 0, summary: format!("site A unreachable (connection refused), app killed; {lost} commits after the newest replicated backup are lost") })
+    }
+
+    // ---- 9. unplanned failover ----
+
+    async fn failover(&mut self) -> anyhow::Result<Verdict> {
+        let b_volumes = self.ctx.dr.b_volumes.clone();
+        let plugin_b = self.wl.standby_on_b(&self.ctx, &b_volumes).await?;
+        let ctx = &mut self.ctx;
+        let record = ctx.orchestrator.failover_unplanned(&ctx.app, &ctx.dr_b, plugin_b).await.context("unplanned failover to site B")?;
+        let newest = ctx.dr.replicated.last().map(|b| b.id.clone());
+        let rpo = record.rpo.unwrap_or_default().as_secs_f64();
+        let rto = record.rto.unwrap_or_default().as_secs_f64();
+        let point_of = |p: &Option<ConsistencyPoint>| p.as_ref().map_or("none".to_string(), |p| p.0.clone());
+        ctx.say(format!("broke off {} relationships at site B (site A was not asked: it is gone)", b_volumes.len()));
+        ctx.say(format!(
+            "reverted {} to {} (backup {}: the newest complete application-consistent backup on every volume at B)",
+            b_volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(" + "),
+            record.restored_snapshot.as_deref().unwrap_or("-"),
+            record.restored_backup_id.as_deref().unwrap_or("-")
+        ));
+        ctx.say(format!("recovered and started the app at site B: point {} (the backup's {})", self.wl.short_point(&point_of(&record.recovered_point)), self.wl.short_point(&point_of(&record.expected_point))));
+        ctx.say(format!("RPO {rpo:.2} s (age of the state site B restored, at the failover's start)"));
+        ctx.say(format!("RTO {rto:.2} s (failover start -> app recovered, verified and serving at site B)"));
+        let plan = ctx.catalog.dr_plan(&ctx.app.name).context("reading the DR plan")?;
+        let moved = plan.as_ref().is_some_and(|p| p.state == DrState::FailedOver && p.active_site == Site::B);
+        let ok = record.state == FailoverState::Complete && record.verified && record.restored_backup_id == newest && record.recovered_point == record.expected_point && moved;
+        if let Some(f) = ctx.report.failover.as_mut() {
+            f.rpo_s = rpo;
+            f.rto_s = rto;
+            f.workflow_verified = record.verified;
+            f.restored_backup = record.restored_backup_id.clone();
+            f.restored_snapshot = record.restored_snapshot.clone();
+            f.expected_point = record.expected_point.as_ref().map(|p| p.0.clone());
+            f.recovered_point = record.recovered_point.as_ref().map(|p| p.0.clone());
+        }
+        let summary = format!("site B serves from backup {}; RPO {rpo:.2} s, RTO {rto:.2} s", record.restored_backup_id.as_deref().unwrap_or("-"));
+        ctx.dr.failover = Some(record);
+        Ok(Verdict { ok, summary })
+    }
+
+    // ---- 10. verify site B ----
+
+    async fn verify_site_b(&mut self) -> anyhow::Result<Verdict> {
+        let record = self.ctx.dr.failover.clone().ok_or_else(|| anyhow!("no failover to verify"))?;
+        let point = record.expected_point.clone().ok_or_else(|| anyhow!("the failover restored no known point"))?;
+        if self.ctx.opts.tamper_site_b {
+            self.ctx.say("NEGATIVE CONTROL: one commit at site B that the load never acknowledged");
+            self.wl.tamper_on_b().await?;
+        }
+        let check = self.wl.verify_site(&self.ctx, Site::B, &point).await?;
+        // The app serves at B: the load runs there now.
+        self.wl.start_load(&self.ctx, 3).await?;
+        tokio::time::sleep(LOAD_AT_SITE_B).await;
+        let at_b = self.wl.load_stats(Some(&point)).after_point;
+        let ctx = &mut self.ctx;
+        ctx.say(format!("the load runs at site B now: {at_b} commits taken there so far"));
+        let verified = check.ok && record.verified;
+        if let Some(f) = ctx.report.failover.as_mut() {
+            f.verified = verified;
+            f.check = check.detail.clone();
+        }
+        Ok(Verdict { ok: verified && at_b > 0, summary: check.summary })
+    }
+
+    // ---- 11. failback ----
+
+    async fn failback(&mut self) -> anyhow::Result<Verdict> {
+        let failover_point = self.ctx.dr.failover.as_ref().and_then(|r| r.expected_point.clone()).ok_or_else(|| anyhow!("no failover to come back from"))?;
+        // The planned switch stops the app at B: stop the load first (nothing is lost).
+        self.wl.stop_load().await;
+        let made_at_b = self.wl.load_stats(Some(&failover_point)).after_point;
+        let plugin_a = self.wl.plugin_at(Site::A).ok_or_else(|| anyhow!("no app instance at site A"))?;
+        let plugin_b = self.wl.plugin_at(Site::B).ok_or_else(|| anyhow!("no app instance at site B"))?;
+        let ctx = &mut self.ctx;
+        ctx.site_a.come_back().await.context("bringing site A back")?;
+        ctx.say(format!("site A is back at {} with its disks as they were ({made_at_b} commits were made at site B meanwhile)", ctx.site_a.sim().base_url()));
+        let first = ctx.orchestrator.failback(&ctx.app, &ctx.dr_a, &ctx.dr_b, plugin_a.clone(), plugin_b.clone(), false, DR_BOUNDS).await.context("failback to site A")?;
+        let (record, divergence) = match first {
+            FailbackOutcome::Done(record) => (record, None),
+            FailbackOutcome::NeedsConfirmation(d) => {
+                let snapshots = if d.snapshots.is_empty() { "no snapshots".to_string() } else { d.snapshots.iter().map(|(v, s)| format!("{v}:{s}")).collect::<Vec<_>>().join(", ") };
+                ctx.say(format!(
+                    "the reverse resync would discard at site A: {snapshots} and {} written after the common snapshot ({})",
+                    d.bytes.map_or("an unknown amount".into(), human_bytes),
+                    d.common_snapshots.iter().map(|(v, s)| format!("{v}:{s}")).collect::<Vec<_>>().join(", ")
+                ));
+                ctx.say("  (the commits site A took after the last replicated backup: lost in the disaster anyway); confirmed, as `stasis failback --yes` does");
+                match ctx.orchestrator.failback(&ctx.app, &ctx.dr_a, &ctx.dr_b, plugin_a, plugin_b, true, DR_BOUNDS).await.context("failback to site A (confirmed)")? {
+                    FailbackOutcome::Done(record) => (record, Some(d)),
+                    FailbackOutcome::NeedsConfirmation(_) => bail!("the failback asked for confirmation twice"),
+                }
+            }
+        };
+        let rpo = record.rpo.unwrap_or_default().as_secs_f64();
+        let rto = record.rto.unwrap_or_default().as_secs_f64();
+        let point_of = |p: &Option<ConsistencyPoint>| p.as_ref().map_or("none".to_string(), |p| p.0.clone());
+        ctx.say(format!("reverse resync B -> A, then the planned switch back: app stopped at site B at {}", self.wl.short_point(&point_of(&record.expected_point))));
+        ctx.say(format!(
+            "final snapshot {} sent to A ({} in all B -> A), A reverted to it, app started at A at {}",
+            record.restored_snapshot.as_deref().unwrap_or("-"),
+            human_bytes(record.bytes_transferred),
+            self.wl.short_point(&point_of(&record.recovered_point))
+        ));
+        let plan = ctx.catalog.dr_plan(&ctx.app.name).context("reading the DR plan")?;
+        let mut protected_again = plan.as_ref().is_some_and(|p| p.state == DrState::Mirrored && p.active_site == Site::A);
+        if let Some(plan) = &plan {
+            for pair in &plan.volumes {
+                let Some(uuid) = pair.relationship_uuid.as_deref() else {
+                    protected_again = false;
+                    continue;
+                };
+                let r = ctx.dr_b.replication.relationship(uuid).await.with_context(|| format!("reading relationship {uuid}"))?;
+                protected_again &= r.state == MirrorState::Snapmirrored && r.source.svm == SVM && r.destination.svm == SVM_B;
+            }
+        }
+        ctx.say(format!("mirrors A -> B again: {protected_again}"));
+        ctx.say(format!("failback RPO {rpo:.2} s (planned: nothing lost), RTO {rto:.2} s (start -> app verified at site A)"));
+        let ok = record.state == FailoverState::Complete && record.verified && record.recovered_point == record.expected_point && protected_again;
+        ctx.report.failback = Some(FailbackSummary {
+            rpo_s: rpo,
+            rto_s: rto,
+            verified: false,
+            workflow_verified: record.verified,
+            discarded_snapshots: divergence.as_ref().map_or(0, |d| d.snapshots.len()),
+            discarded_bytes: divergence.as_ref().and_then(|d| d.bytes),
+            bytes_transferred: record.bytes_transferred,
+            final_snapshot: record.restored_snapshot.clone(),
+            expected_point: record.expected_point.as_ref().map(|p| p.0.clone()),
+            recovered_point: record.recovered_point.as_ref().map(|p| p.0.clone()),
+            commits_brought_back: made_at_b,
+            protected_again,
+            check: serde_json::Value::Null,
+        });
+        let summary = format!("back at site A (RTO {rto:.2} s), {made_at_b} commits made at B came with it; mirrors A -> B again: {protected_again}");
+        ctx.dr.failback = Some(*record);
+        Ok(Verdict { ok, summary })
+    }
+
+    // ---- 12. verify site A ----
+
+    async fn verify_site_a(&mut self) -> anyhow::Result<Verdict> {
+        let record = self.ctx.dr.failback.clone().ok_or_else(|| anyhow!("no failback to verify"))?;
+        let point = record.expected_point.clone().ok_or_else(|| anyhow!("the failback recorded no point"))?;
+        let check = self.wl.verify_site(&self.ctx, Site::A, &point).await?;
+        let verified = check.ok && record.verified;
+        if let Some(f) = self.ctx.report.failback.as_mut() {
+            f.verified = verified;
+            f.check = check.detail.clone();
+        }
+        Ok(Verdict { ok: verified, summary: check.summary })
+    }
+
     // ---- the final table ----
 
     fn summary(&self) {
@@ -988,7 +1423,12 @@ impl<'a> Demo<'a> {
             let detail = s.error.clone().unwrap_or_else(|| s.summary.clone());
             o.say(&format!("  {:<13} {:<7} {:>6.2} s  {}", s.name, if s.ok { "ok" } else { "FAILED" }, s.seconds, detail));
         }
-        o.say(&format!("  {:<13} {:<7} {:>8}  {}", "failover", "n/a", "-", "not built yet (site B, SnapMirror)"));
+        if let Some(f) = &r.failover {
+            o.say(&format!("  failover: RPO {:.2} s, RTO {:.2} s, verified {}", f.rpo_s, f.rto_s, f.verified));
+        }
+        if let Some(f) = &r.failback {
+            o.say(&format!("  failback: RPO {:.2} s, RTO {:.2} s, verified {}", f.rpo_s, f.rto_s, f.verified));
+        }
         o.say(&format!(
             "verdict: {}  (workload: {}; total {:.1} s)",
             if r.ok { "PASS, every verification passed" } else { "FAIL, see the steps above" },

@@ -15,12 +15,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stasis_core::clock::SystemClock;
 use stasis_core::domain::{AppKind, AppSpec, BackupRecord, Consistency, ConsistencyPoint, RestoreRecord};
+use stasis_core::dr::Site;
 use stasis_core::plugin::AppPlugin;
 use stasis_core::plugins::simdb::{consistency_point, parse_consistency_point, read_recovered, CommitError, RecoveredDb, RecoveryKind, SimDb, SimDbVolumes};
 use stasis_core::storage::VolumeInfo;
 
 use super::{ms, Ctx, DemoOptions, LoadStats, RestoreCheck, RestoreOutcome, SimHost, Verdict, WorkloadImpl, SVM};
 use crate::sim_data::SimVolumeData;
+use stasis_core::volume_data::VolumeData;
 
 const APP_NAME: &str = "bank";
 const DATA_VOLUME: &str = "bank_data";
@@ -214,6 +216,23 @@ fn total(values: &[u64]) -> u128 {
     values.iter().map(|&v| u128::from(v)).sum()
 }
 
+/// What a site holds against what the database acknowledged at `point`.
+struct SiteState {
+    values_exact: bool,
+    /// Values and txid both those of `point`.
+    exact: bool,
+    matching: usize,
+    balanced: bool,
+}
+
+/// The verifier of a failover or failback: `values` at `txid` must be exactly `expected`
+/// (the acknowledged state at `point`, `None` if the model never saw it) at that txid.
+fn check_site_state(expected: Option<&[u64]>, point: u64, values: &[u64], txid: u64) -> SiteState {
+    let matching = expected.map_or(0, |e| values.iter().zip(e).filter(|(a, b)| a == b).count());
+    let values_exact = expected.is_some_and(|e| e == values);
+    SiteState { values_exact, exact: values_exact && txid == point, matching, balanced: total(values) == u128::from(N_ACCOUNTS) * u128::from(INITIAL_BALANCE) }
+}
+
 fn txid_of(point: &ConsistencyPoint) -> anyhow::Result<u64> {
     parse_consistency_point(point).ok_or_else(|| anyhow!("consistency point {point} is not a simdb txid"))
 }
@@ -225,6 +244,10 @@ fn txid_of(point: &ConsistencyPoint) -> anyhow::Result<u64> {
 pub(crate) struct SimdbWorkload {
     data: Arc<SimVolumeData>,
     db: Arc<SimDb>,
+    /// The instance on site B's mirrors (after `standby_on_b`).
+    db_b: Option<Arc<SimDb>>,
+    /// Where the app runs: the load commits there.
+    active: Site,
     reference: Arc<Mutex<Reference>>,
     load: Option<Load>,
     load_seed: u64,
@@ -243,6 +266,8 @@ impl SimdbWorkload {
         let wl = SimdbWorkload {
             data,
             db,
+            db_b: None,
+            active: Site::A,
             reference: Arc::new(Mutex::new(Reference::new(initial))),
             load: None,
             load_seed: opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -250,6 +275,13 @@ impl SimdbWorkload {
             why_simdb: opts.why_simdb.clone().unwrap_or_else(|| "chosen by the caller".into()),
         };
         Ok((wl, app))
+    }
+
+    fn plugin_db(&self, site: Site) -> Option<Arc<SimDb>> {
+        match site {
+            Site::A => Some(self.db.clone()),
+            Site::B => self.db_b.clone(),
+        }
     }
 
     /// Compare what a restore recovered with the reference model.
@@ -352,7 +384,8 @@ impl WorkloadImpl for SimdbWorkload {
 
     async fn start_load(&mut self, _ctx: &Ctx<'_>, phase: u32) -> anyhow::Result<()> {
         self.stop_load().await;
-        self.load = Some(Load::start(self.db.clone(), self.reference.clone(), self.load_seed.wrapping_add(u64::from(phase))));
+        let db = self.plugin_db(self.active).ok_or_else(|| anyhow!("no database at site {:?}", self.active))?;
+        self.load = Some(Load::start(db, self.reference.clone(), self.load_seed.wrapping_add(u64::from(phase))));
         Ok(())
     }
 
@@ -557,6 +590,77 @@ impl WorkloadImpl for SimdbWorkload {
         Ok(judged)
     }
 
+    async fn mirror_writable(&self, ctx: &Ctx<'_>, b_volumes: &[VolumeInfo]) -> anyhow::Result<bool> {
+        // The database's own data path (the simulator's data plane), as the app would write.
+        let data_b = SimVolumeData::new(ctx.site_b.sim().sim().clone());
+        Ok(b_volumes.iter().any(|v| data_b.write(&v.uuid, "stray.bin", 0, b"x").is_ok()))
+    }
+
+    async fn site_a_lost(&mut self, ctx: &Ctx<'_>, point: &ConsistencyPoint) -> anyhow::Result<u64> {
+        let load = self.load.take().ok_or_else(|| anyhow!("the write load is not running"))?;
+        let stats = load.stop().await;
+        // A crash: acknowledged commits not yet flushed are gone with the site.
+        self.db.crash();
+        let lost = self.reference.lock().last_txid().saturating_sub(txid_of(point)?);
+        ctx.say(format!("the load at site A stopped after {} transfers; the database at A crashed (no flush)", stats.commits()));
+        Ok(lost)
+    }
+
+    async fn standby_on_b(&mut self, ctx: &Ctx<'_>, b_volumes: &[VolumeInfo]) -> anyhow::Result<Arc<dyn AppPlugin>> {
+        let volumes = SimDbVolumes::from_volume_infos(b_volumes).map_err(|e| anyhow!("{e}")).context("site B's mirror volumes")?;
+        let data_b = Arc::new(SimVolumeData::new(ctx.site_b.sim().sim().clone()));
+        let db_b = Arc::new(SimDb::standby(data_b, volumes, Arc::new(SystemClock)));
+        self.db_b = Some(db_b.clone());
+        Ok(db_b)
+    }
+
+    fn plugin_at(&self, site: Site) -> Option<Arc<dyn AppPlugin>> {
+        self.plugin_db(site).map(|db| db as Arc<dyn AppPlugin>)
+    }
+
+    async fn tamper_on_b(&mut self) -> anyhow::Result<()> {
+        let db_b = self.db_b.clone().ok_or_else(|| anyhow!("no database at site B"))?;
+        // Not recorded in the reference model: a commit nobody acknowledged to the load.
+        db_b.try_commit(&[(0, 7)]).map_err(|e| anyhow!("{e}")).context("the stray commit at site B")?;
+        Ok(())
+    }
+
+    async fn verify_site(&mut self, ctx: &Ctx<'_>, site: Site, point: &ConsistencyPoint) -> anyhow::Result<RestoreCheck> {
+        let db = self.plugin_db(site).ok_or_else(|| anyhow!("no database at site {site:?}"))?;
+        let point = txid_of(point)?;
+        let (values, txid) = (db.values().ok_or_else(|| anyhow!("the database at site {site:?} is not running"))?, db.last_committed_txid().unwrap_or_default());
+        let reference = self.reference.lock();
+        let expected = reference.at(point);
+        let after_point = reference.last_txid().saturating_sub(point);
+        drop(reference);
+        let recovery = db.recoveries().into_iter().rev().find(|r| r.kind == RecoveryKind::InPlace).and_then(|r| r.outcome.ok());
+        let clean = recovery.as_ref().is_some_and(|r| !r.needed_crash_recovery && r.anomalies.is_empty() && r.last_txid == point);
+        let check = check_site_state(expected.as_deref(), point, &values, txid);
+        ctx.say(format!(
+            "{}/{N_ACCOUNTS} accounts equal what the database had acknowledged at txid={point}; the database at {site:?} is at txid={txid}; recovery {}",
+            check.matching,
+            if clean { "clean (no WAL replay)" } else { "NOT clean" }
+        ));
+        ctx.say(format!("sum of all balances {} ({})", grouped(total(&values)), if check.balanced { "balanced" } else { "WRONG" }));
+        let answers = db.is_running();
+        // The timeline is that site's from here: later txids elsewhere are gone.
+        self.reference.lock().truncate(point);
+        self.active = site;
+        let ok = check.exact && check.balanced && clean && answers;
+        let summary = if ok {
+            format!("site {site:?} holds exactly txid={point}: {N_ACCOUNTS} accounts, books balance, clean recovery")
+        } else {
+            format!("site {site:?} is NOT exactly txid={point} (values exact: {}, at txid {txid}, clean: {clean}, balanced: {})", check.values_exact, check.balanced)
+        };
+        Ok(RestoreCheck {
+            ok,
+            exact: check.exact,
+            summary,
+            commits_discarded: after_point,
+            detail: serde_json::json!({ "expected_txid": point, "txid": txid, "values_exact": check.values_exact, "accounts_matching": check.matching, "balanced": check.balanced, "clean_recovery": clean, "running": answers }),
+        })
+    }
+
     fn healthy(&self) -> bool {
         self.reference.lock().gaps == 0
     }
@@ -586,6 +690,26 @@ mod tests {
         r.push(2, vec![(0, 9)]);
         assert_eq!(r.at(2), Some(vec![9, 6, 5]));
         assert_eq!(r.gaps, 0);
+    }
+
+    #[test]
+    fn the_site_verifier_fails_on_any_difference() {
+        let n = N_ACCOUNTS as usize;
+        let expected = vec![INITIAL_BALANCE; n];
+        assert!(check_site_state(Some(&expected), 7, &expected, 7).exact);
+        // One account off (the total still balances: a transfer nobody acknowledged).
+        let mut moved = expected.clone();
+        moved[0] -= 5;
+        moved[1] += 5;
+        let c = check_site_state(Some(&expected), 7, &moved, 8);
+        assert!(!c.exact && !c.values_exact && c.balanced && c.matching == n - 2);
+        // The right values at the wrong txid, and a point the model never acknowledged.
+        assert!(!check_site_state(Some(&expected), 7, &expected, 6).exact);
+        assert!(!check_site_state(None, 7, &expected, 7).exact);
+        // Money appeared.
+        let mut more = expected.clone();
+        more[3] += 1;
+        assert!(!check_site_state(Some(&expected), 7, &more, 7).balanced);
     }
 
     #[test]
