@@ -229,9 +229,14 @@ impl MariaDb {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 bail!("mariadbd exited ({status}) before accepting connections; error log:\n{}", self.error_log_tail());
             }
-            if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(2), mysql_async::Conn::new(self.root_opts())).await {
+            if let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(2), mysql_async::Conn::new(self.root_opts())).await {
+                // `free_port` is a guess: a server of a parallel test may have taken the port
+                // first (ours then exits, "Address already in use"). Only ours counts.
+                let socket: Option<String> = conn.query_first("SELECT @@socket").await.ok().flatten();
                 let _ = conn.disconnect().await;
-                return Ok(());
+                if socket.is_some_and(|s| Path::new(&s) == self.run_dir.path().join("mysqld.sock")) {
+                    return Ok(());
+                }
             }
             if started.elapsed() > START_WAIT_MAX {
                 bail!("mariadbd did not accept connections within {START_WAIT_MAX:?}; error log:\n{}", self.error_log_tail());
