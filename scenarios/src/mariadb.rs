@@ -138,18 +138,32 @@ pub fn server_args(mariadbd: &Path, data_dir: &str, port: &str, run_dir: &str, o
 /// password (the launcher sets up [`APP_USER`] on first start).
 pub fn install(data_dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    // Its own temporary directory: bootstraps running side by side in the shared /tmp lost
+    // each other's temporary tables ("Error on delete of '/tmp/#sql-temptable-...'").
+    let tmp = tempfile::Builder::new().prefix("mariadb-install-").tempdir().context("creating the install's temporary directory")?;
     let output = Command::new(find_binary("mariadb-install-db")?)
         .arg("--no-defaults")
         .arg(format!("--user={}", current_user()))
         .arg(format!("--datadir={}", data_dir.display()))
-        .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"])
+        // --verbose: on failure the bootstrap server's own messages are in the output.
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve", "--verbose"])
+        .arg(format!("--tmpdir={}", tmp.path().display()))
         // mariadb-install-db runs mariadbd --bootstrap; the same FUSE-friendly flags apply.
         .args(["--innodb-flush-method=fsync", "--innodb-use-native-aio=0", "--innodb-log-file-size=32M", "--innodb-buffer-pool-size=32M"])
         .stdin(Stdio::null())
         .output()
         .context("running mariadb-install-db")?;
     if !output.status.success() {
-        bail!("mariadb-install-db failed ({}): {}{}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        // The bootstrap server's own complaint is in the data directory's *.err, not in
+        // the script's output.
+        let server_log: String = std::fs::read_dir(data_dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "err"))
+            .map(|e| format!("\n{}:\n{}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default()))
+            .collect();
+        bail!("mariadb-install-db failed ({}): {}{}{server_log}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     }
     Ok(())
 }
@@ -456,9 +470,31 @@ impl SimWithMounts {
         if let Some(e) = errors.into_iter().next() {
             return Err(e);
         }
-        Ok((uuid, self.mounts.mount_point(&format!("/{name}"))))
+        let mount_point = self.mounts.mount_point(&format!("/{name}"));
+        wait_until_mounted(&mount_point)?;
+        Ok((uuid, mount_point))
     }
 }
+
+/// Longest wait for a volume's mount to take effect.
+const MOUNT_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Wait until `dir` is a mount point (another device than its parent): a directory made
+/// before the mount takes effect would land beneath it and vanish from view.
+pub fn wait_until_mounted(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent().with_context(|| format!("{} has no parent", dir.display()))?;
+    let deadline = Instant::now() + MOUNT_WAIT_MAX;
+    loop {
+        let (own, up) = (std::fs::metadata(dir).map(|m| m.dev()), std::fs::metadata(parent).map(|m| m.dev()));
+        if matches!((own, up), (Ok(a), Ok(b)) if a != b) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{} is not a mount point after {MOUNT_WAIT_MAX:?}", dir.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 
 impl Drop for SimWithMounts {
     fn drop(&mut self) {

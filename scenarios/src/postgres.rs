@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::mariadb::{free_port, SimWithMounts, SIM_PASSWORD, SVM};
+use crate::mariadb::{free_port, wait_until_mounted, SimWithMounts, SIM_PASSWORD, SVM};
 
 /// How long a server may take to accept connections (crash recovery included).
 pub const START_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -138,25 +138,6 @@ pub fn init(data_dir: &Path, wal_dir: Option<&Path>) -> anyhow::Result<()> {
     text.push_str(settings);
     std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     Ok(())
-}
-
-/// Longest wait for a volume's mount to take effect.
-const MOUNT_WAIT_MAX: Duration = Duration::from_secs(10);
-
-/// Wait until `dir` is a mount point (another device than its parent): a directory made
-/// before the mount takes effect would land beneath it and vanish from view.
-fn wait_until_mounted(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let parent = dir.parent().with_context(|| format!("{} has no parent", dir.display()))?;
-    let deadline = Instant::now() + MOUNT_WAIT_MAX;
-    loop {
-        let (own, up) = (std::fs::metadata(dir).map(|m| m.dev()), std::fs::metadata(parent).map(|m| m.dev()));
-        if matches!((own, up), (Ok(a), Ok(b)) if a != b) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{} is not a mount point after {MOUNT_WAIT_MAX:?}", dir.display());
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The first line of `postmaster.pid`: the postmaster's pid.
