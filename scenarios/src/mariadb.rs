@@ -154,16 +154,7 @@ pub fn install(data_dir: &Path) -> anyhow::Result<()> {
         .output()
         .context("running mariadb-install-db")?;
     if !output.status.success() {
-        // The bootstrap server's own complaint is in the data directory's *.err, not in
-        // the script's output.
-        let server_log: String = std::fs::read_dir(data_dir)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "err"))
-            .map(|e| format!("\n{}:\n{}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default()))
-            .collect();
-        bail!("mariadb-install-db failed ({}): {}{}{server_log}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        bail!("mariadb-install-db failed ({}): {}{}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     }
     Ok(())
 }

@@ -321,18 +321,7 @@ impl MariaDbWorkload {
 
     /// Start a second mariadbd on a clone's data directory, read it, stop it.
     async fn open_clone(&self, sim: &SimWithMounts, clone_name: &str) -> anyhow::Result<(ServerState, bool)> {
-        let junction = format!("/{clone_name}");
-        let data_dir = sim.mounts().mount_point(&junction).join(DATA_SUBDIR);
-        let started = Instant::now();
-        while !data_dir.is_dir() {
-            if let Some(e) = sim.mounts().reconcile().into_iter().next() {
-                return Err(e.context(format!("mounting {junction}")));
-            }
-            if started.elapsed() > MOUNT_WAIT_MAX {
-                bail!("the clone's data directory {} did not appear within {MOUNT_WAIT_MAX:?}", data_dir.display());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let data_dir = wait_for_dir(sim, &format!("/{clone_name}")).await?;
         let second = MariaDb::start(&data_dir, MariaDbOptions::default()).await.with_context(|| format!("starting a second mariadbd on {}", data_dir.display()))?;
         let state = async {
             let mut conn = second.root_conn().await?;
